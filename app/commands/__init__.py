@@ -1,0 +1,3 @@
+"""One module per group of subcommands; importing this registers them all."""
+
+from app.commands import ingest  # noqa: F401

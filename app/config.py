@@ -1,0 +1,154 @@
+"""Configuration: one frozen object, built once by the CLI (or by a test).
+
+Precedence: flags, then NOTESTORE_* environment variables, then the TOML file,
+then defaults. A relative data_dir is resolved against the config file's folder
+(the working directory when there is no file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from app.errors import ConfigError
+
+DEFAULT_CONFIG = "notestore.toml"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NOTESTORE_", frozen=True, extra="forbid")
+
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+    apps: dict[str, tuple[str, ...]] = {}
+    tokens: dict[str, tuple[str, ...]] = {}
+    config_file: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("apps", mode="before")
+    @classmethod
+    def _secrets_as_tuples(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        apps = {}
+        for app_id, secrets in value.items():
+            listed = [secrets] if isinstance(secrets, str) else secrets
+            listed = list(listed) if isinstance(listed, tuple) else listed
+            if (
+                not isinstance(listed, list)
+                or not listed
+                or not all(isinstance(s, str) and s for s in listed)
+            ):
+                raise ValueError(
+                    f"app {app_id!r} needs a secret (a non-empty string or list of them)"
+                )
+            apps[app_id] = tuple(listed)
+        return apps
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _merchants_as_tuples(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        file_values = _FILE_VALUES.get(id(settings_cls), {})
+        return (init_settings, env_settings, InitSettingsSource(settings_cls, file_values))
+
+    @property
+    def events_path(self) -> Path:
+        return self.data_dir / "events.db"
+
+    @property
+    def views_path(self) -> Path:
+        return self.data_dir / "views.db"
+
+    def secrets(self) -> list[tuple[str, str]]:
+        """Every (app_id, secret) pair the receiver tries."""
+        return [(app, s) for app, secrets in self.apps.items() for s in secrets]
+
+
+# Values read from the TOML file, handed to settings_customise_sources (a classmethod
+# with no other way in). Keyed per class so concurrent loads cannot mix.
+_FILE_VALUES: dict[int, dict[str, Any]] = {}
+
+
+def fingerprint(secret: str) -> str:
+    """Names a secret without revealing it: stored with each request."""
+    return hashlib.sha256(b"notestore-secret-fingerprint:" + secret.encode()).hexdigest()[:16]
+
+
+def _config_path(flag: str | os.PathLike[str] | None) -> Path | None:
+    if flag:
+        return Path(flag)
+    if os.environ.get("NOTESTORE_CONFIG"):
+        return Path(os.environ["NOTESTORE_CONFIG"])
+    default = Path(DEFAULT_CONFIG)
+    return default if default.is_file() else None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    where = f"config file {path}" if path else "configuration"
+    first = exc.errors(include_url=False)[0]
+    field = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown setting"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {field}: {msg}{more}"
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, **flags: Any) -> Settings:
+    """Build the settings; raises ConfigError with one readable line."""
+    path = _config_path(config_file)
+    file_values = _read_toml(path) if path else {}
+
+    class _Loaded(Settings):
+        pass
+
+    _FILE_VALUES[id(_Loaded)] = file_values
+    try:
+        loaded = _Loaded(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    finally:
+        _FILE_VALUES.pop(id(_Loaded), None)
+    data_dir = loaded.data_dir.expanduser()
+    if not data_dir.is_absolute():
+        data_dir = (path.parent if path else Path.cwd()) / data_dir
+    values = loaded.model_dump(exclude={"config_file"})
+    values.update(data_dir=data_dir.resolve(), config_file=path.resolve() if path else None)
+    return Settings.model_construct(**values)

@@ -1,0 +1,17 @@
+"""Typed keys for what the aiohttp application shares between handlers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from app.config import Settings
+from eventlog.writer import GroupCommitWriter
+
+if TYPE_CHECKING:
+    from projections.runner import Runner
+
+SETTINGS = web.AppKey("settings", Settings)
+WRITER = web.AppKey("writer", GroupCommitWriter)
+RUNNER: web.AppKey[Runner] = web.AppKey("runner")

@@ -1,0 +1,97 @@
+"""POST /webhooks/mobio: verify, validate, append, commit, answer. Nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import structlog
+from aiohttp import web
+
+from app.config import Settings, fingerprint
+from app.errors import PayloadTooLarge, Unauthorized, Unavailable
+from app.keys import SETTINGS, WRITER
+from app.signing import SIGNATURE_HEADER, match_secret
+from eventlog.append import Delivery
+from eventlog.intake import read_body
+from eventlog.writer import LogUnavailable
+
+log = structlog.get_logger("notestore.receiver")
+
+_CHUNK = 64 * 1024
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The body, or PayloadTooLarge without buffering more than `limit` bytes."""
+    too_large = PayloadTooLarge(f"body is larger than max_body_bytes ({limit} bytes)")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks, size = [], 0
+    while chunk := await request.content.read(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _claimed_app(body: bytes) -> str | None:
+    """Best-effort app_id of an unverified body, only to word the 401."""
+    try:
+        claimed = json.loads(body).get("app_id")
+    except (ValueError, AttributeError, UnicodeDecodeError, RecursionError):
+        return None
+    return claimed if isinstance(claimed, str) else None
+
+
+def _refusal(settings: Settings, header: str | None, body: bytes) -> Unauthorized:
+    if not header:
+        return Unauthorized(f"missing {SIGNATURE_HEADER} header")
+    claimed = _claimed_app(body)
+    if claimed is not None and claimed not in settings.apps:
+        return Unauthorized(f"unknown app_id {claimed[:128]!r}")
+    return Unauthorized(f"{SIGNATURE_HEADER} does not match the body for any configured app")
+
+
+async def receive(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    settings = request.app[SETTINGS]
+    body = await read_limited(request, settings.max_body_bytes)
+    header = request.headers.get(SIGNATURE_HEADER)
+    matched = match_secret(header, body, settings.secrets())
+    if matched is None:
+        log.info("delivery_refused", reason="signature", size=len(body))
+        raise _refusal(settings, header, body)
+    app_id, secret = matched
+    intake = read_body(body, app_id)
+    delivery = Delivery(
+        received_at=time.time(),
+        app_id=app_id,
+        secret_fingerprint=fingerprint(secret),
+        signature=header or "",
+        body=body,
+        intake=intake,
+    )
+    try:
+        outcome = await asyncio.wrap_future(request.app[WRITER].submit(delivery))
+    except LogUnavailable as exc:
+        log.error(
+            "delivery_not_stored", app_id=app_id, request_id=intake.request_id, error=str(exc)
+        )
+        raise Unavailable("the log cannot commit right now; nothing was stored") from None
+    log.info(
+        "delivery",
+        request_id=intake.request_id,
+        app_id=app_id,
+        message_ids=[e.message_id for e in intake.events],
+        **outcome.as_answer(),
+        reasons=sorted({r.reason for r in intake.rejected}) or None,
+        ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    return web.json_response(outcome.as_answer())
+
+
+async def online_check(request: web.Request) -> web.Response:
+    """Mobio's GET to see the endpoint is up."""
+    return web.json_response({"status": "ok"})

@@ -1,0 +1,42 @@
+"""`notestore init`: a commented starter config with fresh secrets and a token."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from app.errors import ConfigError
+
+# The two app ids that appear in Mobio's samples (examples/mobio/).
+SAMPLE_APPS = ("16453496-6a17-11ed-8a77-6632ed169876", "c71f0b7a-6ecc-11ed-9704-468042e8692e")
+
+TEMPLATE = """\
+# notestore configuration. Every key may also be set as NOTESTORE_<KEY>
+# (NOTESTORE_APPS and NOTESTORE_TOKENS as JSON objects).
+
+data_dir = "data"          # events.db (the log) and views.db; relative to this file
+host = "127.0.0.1"
+port = 8080
+max_body_bytes = 1048576   # Mobio's bodies are a few KB
+
+[apps]
+# app_id = "secret", or a list of secrets while rotating one.
+# These are the app ids of Mobio's samples with freshly generated secrets:
+# replace them with your own app id and secret from Mobio.
+{apps}
+
+[tokens]
+# bearer token = merchant ids it may read ("*" for all)
+"{token}" = ["*"]
+"""
+
+
+def write_starter(path: Path) -> dict[str, str]:
+    """Write the starter file; refuses to overwrite. Returns what it generated."""
+    if path.exists():
+        raise ConfigError(f"{path} already exists; not overwriting it")
+    made = {app: secrets.token_urlsafe(24) for app in SAMPLE_APPS}
+    token = secrets.token_urlsafe(24)
+    apps = "\n".join(f'"{app}" = "{secret}"' for app, secret in made.items())
+    path.write_text(TEMPLATE.format(apps=apps, token=token), encoding="utf-8")
+    return {**made, "token": token}

@@ -1,0 +1,166 @@
+"""Appending verified requests to the log: dedup, conflicts, quarantine, hash chain.
+
+Everything for a batch of deliveries happens in one transaction, so a group
+commit either stores all of them or none.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+
+from eventlog import chain
+from eventlog.intake import Intake, NewEvent, Rejected
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One request whose signature verified, with what intake made of its body."""
+
+    received_at: float
+    app_id: str
+    secret_fingerprint: str
+    signature: str
+    body: bytes
+    intake: Intake
+
+
+@dataclass(slots=True)
+class Outcome:
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    seqs: list[int] = field(default_factory=list)
+
+    def as_answer(self) -> dict[str, int]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "quarantined": self.quarantined,
+        }
+
+
+def _head(conn: sqlite3.Connection, table: str, key: str) -> tuple[int, str]:
+    """The last key and hash of a chained table (0 and the genesis hash when empty)."""
+    row = conn.execute(f"SELECT {key}, hash FROM {table} ORDER BY {key} DESC LIMIT 1").fetchone()
+    return (int(row[0]), str(row[1])) if row else (0, chain.GENESIS)
+
+
+class _Batch:
+    """Chain heads and next keys, read once at the start of the write transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.seq, self.event_hash = _head(conn, "events", "seq")
+        self.request_id, self.request_hash = _head(conn, "requests", "id")
+
+    def add_request(self, d: Delivery) -> int:
+        self.request_id += 1
+        values = (
+            self.request_id, d.received_at, d.app_id, d.secret_fingerprint, d.signature,
+            d.intake.request_id, d.body,
+        )  # fmt: skip
+        self.request_hash = chain.link(self.request_hash, values)
+        self.conn.execute(
+            "INSERT INTO requests (id, received_at, app_id, secret_fingerprint, signature,"
+            " request_id, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (*values, self.request_hash),
+        )
+        return self.request_id
+
+    def add_event(
+        self, ev: NewEvent, app_id: str, request_id: str | None, ref: int, at: float
+    ) -> int:
+        self.seq += 1
+        values = (
+            self.seq, ev.message_id, ev.content_hash, ev.event_type, ev.entity, ev.entity_id,
+            ev.note_id, ev.merchant_id, app_id, request_id, ref, ev.action_time,
+            ev.created_time, at, ev.block,
+        )  # fmt: skip
+        self.event_hash = chain.link(self.event_hash, values)
+        self.conn.execute(
+            f"INSERT INTO events ({', '.join(chain.EVENT_COLUMNS)}, hash)"
+            f" VALUES ({', '.join('?' * (len(values) + 1))})",
+            (*values, self.event_hash),
+        )
+        return self.seq
+
+
+def quarantine(conn: sqlite3.Connection, item: Rejected, ref: int | None, at: float) -> None:
+    """Keep a rejected item once per content (a redelivered bad body adds no row)."""
+    conn.execute(
+        "INSERT INTO quarantine (content_hash, reason, detail, kind, message_id, payload,"
+        " request_ref, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT(content_hash) DO NOTHING",
+        (
+            item.content_hash,
+            item.reason,
+            item.detail,
+            item.kind,
+            item.message_id,
+            item.payload,
+            ref,
+            at,
+        ),
+    )
+
+
+def existing_content(conn: sqlite3.Connection, message_id: str) -> tuple[int, str] | None:
+    row = conn.execute(
+        "SELECT seq, content_hash FROM events WHERE message_id = ?", (message_id,)
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def add_events(
+    conn: sqlite3.Connection,
+    batch: _Batch,
+    events: list[NewEvent],
+    *,
+    app_id: str,
+    request_id: str | None,
+    ref: int,
+    at: float,
+    outcome: Outcome,
+) -> None:
+    """Append new events; count duplicates; quarantine same-id-other-content as a conflict."""
+    for ev in events:
+        seen = existing_content(conn, ev.message_id)
+        if seen is None:
+            outcome.seqs.append(batch.add_event(ev, app_id, request_id, ref, at))
+            outcome.accepted += 1
+        elif seen[1] == ev.content_hash:
+            outcome.duplicates += 1
+        else:
+            detail = f"message_id {ev.message_id} is in the log (seq {seen[0]}) with other content"
+            quarantine(
+                conn, Rejected("conflict", detail, ev.block, "block", ev.message_id), ref, at
+            )
+            outcome.quarantined += 1
+
+
+def _store(conn: sqlite3.Connection, batch: _Batch, d: Delivery) -> Outcome:
+    outcome = Outcome()
+    ref = batch.add_request(d)
+    for item in d.intake.rejected:
+        quarantine(conn, item, ref, d.received_at)
+        outcome.quarantined += 1
+    add_events(
+        conn, batch, d.intake.events, app_id=d.app_id, request_id=d.intake.request_id,
+        ref=ref, at=d.received_at, outcome=outcome,
+    )  # fmt: skip
+    return outcome
+
+
+def append_deliveries(conn: sqlite3.Connection, deliveries: list[Delivery]) -> list[Outcome]:
+    """Store every delivery in one transaction; returns each one's counts once committed."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        batch = _Batch(conn)
+        outcomes = [_store(conn, batch, d) for d in deliveries]
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return outcomes

@@ -1,0 +1,35 @@
+"""Opening the log database with the pragmas every connection needs."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from eventlog.migrations import migrate
+
+LOG_FILE = "events.db"
+BUSY_TIMEOUT_MS = 30_000  # other writers (CLI replay) keep transactions short; wait them out
+
+
+def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode: transactions are always explicit (BEGIN ... COMMIT)."""
+    if readonly:
+        uri = f"file:{Path(path).resolve()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+    # Acknowledged means durable: fsync the WAL on every commit.
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def open_log(data_dir: Path | str) -> sqlite3.Connection:
+    """Create data_dir and the log if needed, bring the schema up to date."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    conn = connect(data_dir / LOG_FILE)
+    migrate(conn)
+    return conn

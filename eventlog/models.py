@@ -1,0 +1,93 @@
+"""Pydantic models of Mobio's wire format: what a block must hold to be accepted.
+
+Only what the receiver relies on is required (spec/webhooks.md); everything
+else is kept as received, so models allow extra fields and are used to check,
+never to re-serialise what is stored.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, model_validator
+
+NOTE_EVENTS = frozenset({"note_create", "note_update_data", "note_delete"})
+COMMENT_EVENTS = frozenset(
+    {"note_comment_create", "note_comment_update_data", "note_comment_delete"}
+)
+KNOWN_EVENTS = NOTE_EVENTS | COMMENT_EVENTS
+DELETE_EVENTS = frozenset({"note_delete", "note_comment_delete"})
+
+
+def _finite_number(value: Any) -> float:
+    # bool is an int in Python and a numeric string would pass lax parsing: refuse both.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON number")
+    if not math.isfinite(value):
+        raise ValueError("must be finite")
+    return float(value)
+
+
+FiniteNumber = Annotated[float, BeforeValidator(_finite_number)]
+Identifier = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+
+
+class DiffItem(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    field_key: StrictStr
+    add: list[Any] = []
+    change: list[Any] = []
+    remove: list[Any] = []
+
+
+class DataEvent(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    action_time: FiniteNumber
+    event_detail: list[DiffItem] = []
+
+
+class Block(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    message_id: Identifier
+    event_type: Identifier
+    data_event: DataEvent
+
+    @model_validator(mode="before")
+    @classmethod
+    def _entity_id_for_known_types(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        kind = entity_kind(data.get("event_type"))
+        event = data.get("data_event")
+        if kind and isinstance(event, dict):
+            key = f"{kind}_id"
+            value = event.get(key)
+            if not isinstance(value, str) or not value:
+                raise ValueError(
+                    f"data_event.{key} must be a non-empty string for {data['event_type']}"
+                )
+        return data
+
+
+class Envelope(BaseModel):
+    """The outer body. Only block_event must be there; a present app_id must be a string."""
+
+    model_config = ConfigDict(extra="allow")
+
+    block_event: list[Any]
+    app_id: StrictStr | None = None
+    merchant_id: Any = None
+    request_id: Any = None
+
+
+def entity_kind(event_type: Any) -> str | None:
+    """'note' or 'comment' for the six known types, None for anything else."""
+    if event_type in NOTE_EVENTS:
+        return "note"
+    if event_type in COMMENT_EVENTS:
+        return "comment"
+    return None

@@ -1,0 +1,103 @@
+"""Reading the log: from a position in batches, by entity, counts."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+_COLUMNS = (
+    "seq, message_id, event_type, entity, entity_id, note_id, merchant_id, app_id,"
+    " request_id, action_time, created_time, received_at, block"
+)
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    seq: int
+    message_id: str
+    event_type: str
+    entity: str | None
+    entity_id: str | None
+    note_id: str | None
+    merchant_id: str | None
+    app_id: str
+    request_id: str | None
+    action_time: float
+    created_time: float | None
+    received_at: float
+    block: str
+
+    @cached_property
+    def data_event(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.block)["data_event"]
+        return data
+
+    @property
+    def stamp(self) -> tuple[float, str]:
+        """What orders events for every fold (spec/views.md): later wins."""
+        return (self.action_time, self.message_id)
+
+
+def _events(rows: Iterable[tuple[Any, ...]]) -> list[LogEvent]:
+    return [LogEvent(*row) for row in rows]
+
+
+def read_from(conn: sqlite3.Connection, after_seq: int, limit: int = 1000) -> list[LogEvent]:
+    """Events with seq > after_seq, in seq order, at most `limit`."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+    )
+    return _events(rows)
+
+
+def iter_from(
+    conn: sqlite3.Connection, after_seq: int = 0, batch: int = 1000, until: int | None = None
+) -> Iterator[list[LogEvent]]:
+    """Batches from after_seq on, each read in its own short statement."""
+    while True:
+        events = read_from(conn, after_seq, batch)
+        if until is not None:
+            events = [e for e in events if e.seq <= until]
+        if not events:
+            return
+        yield events
+        after_seq = events[-1].seq
+
+
+def read_by_entity(conn: sqlite3.Connection, entity_ids: Iterable[str]) -> list[LogEvent]:
+    """Every event whose entity is one of `entity_ids`, or whose data_event names it as note_id."""
+    ids = list(dict.fromkeys(entity_ids))
+    if not ids:
+        return []
+    marks = ", ".join("?" * len(ids))
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM events WHERE entity_id IN ({marks})"
+        f" UNION SELECT {_COLUMNS} FROM events WHERE note_id IN ({marks}) ORDER BY seq",
+        (*ids, *ids),
+    )
+    return _events(rows)
+
+
+def head_seq(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+
+
+def count_events(conn: sqlite3.Connection, after_seq: int = 0) -> int:
+    return int(
+        conn.execute("SELECT count(*) FROM events WHERE seq > ?", (after_seq,)).fetchone()[0]
+    )
+
+
+def log_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Sizes an operator asks for: events, requests, quarantined, last seq."""
+    one = conn.execute
+    return {
+        "events": int(one("SELECT count(*) FROM events").fetchone()[0]),
+        "requests": int(one("SELECT count(*) FROM requests").fetchone()[0]),
+        "quarantined": int(one("SELECT count(*) FROM quarantine").fetchone()[0]),
+        "last_seq": head_seq(conn),
+    }

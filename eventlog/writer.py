@@ -1,0 +1,126 @@
+"""One writer thread that commits whatever is queued as one transaction (group commit).
+
+Callers submit a Delivery and get a concurrent.futures.Future that resolves
+once the transaction holding it is durable, or fails with LogUnavailable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+
+import structlog
+
+from eventlog.append import Delivery, Outcome, append_deliveries
+from eventlog.db import LOG_FILE, connect, open_log
+
+log = structlog.get_logger("notestore.writer")
+
+MAX_BATCH = 512
+CHECKPOINT_INTERVAL_S = 1.0
+
+
+class LogUnavailable(Exception):
+    """The log could not commit (disk full, locked past the timeout, closed)."""
+
+
+_Item = tuple[Delivery, "Future[Outcome]"]
+
+
+class GroupCommitWriter:
+    def __init__(self, data_dir: Path, on_commit: Callable[[int], None] | None = None) -> None:
+        self._conn = open_log(data_dir)
+        # Checkpoints fsync too: keep them off the commit path (see _checkpoint_loop).
+        self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._path = Path(data_dir) / LOG_FILE
+        self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self._on_commit = on_commit
+        self._stopping = threading.Event()
+        self.healthy = True
+        self.batch_sizes: list[int] = []  # read by metrics; bounded below
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="log-checkpointer", daemon=True
+        )
+        self._thread.start()
+        self._checkpointer.start()
+
+    def submit(self, delivery: Delivery) -> Future[Outcome]:
+        future: Future[Outcome] = Future()
+        if self._stopping.is_set():
+            future.set_exception(LogUnavailable("the log is shutting down"))
+        else:
+            self._queue.put((delivery, future))
+        return future
+
+    def close(self) -> None:
+        """Finish what is queued, then stop."""
+        self._stopping.set()
+        self._queue.put(None)
+        self._thread.join()
+        self._checkpointer.join()
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self._conn.close()
+
+    def _take_batch(self) -> tuple[list[_Item], bool]:
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        items, stop = [first], False
+        while len(items) < MAX_BATCH:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                stop = True
+                break
+            items.append(nxt)
+        return items, stop
+
+    def _run(self) -> None:
+        while True:
+            items, stop = self._take_batch()
+            if items:
+                self._commit(items)
+            if stop:
+                return
+
+    def _commit(self, items: list[_Item]) -> None:
+        try:
+            outcomes = append_deliveries(self._conn, [d for d, _ in items])
+        except Exception as exc:
+            if len(items) > 1:
+                # Do not let one odd delivery sink its batch: retry each alone.
+                for item in items:
+                    self._commit([item])
+                return
+            self.healthy = False
+            log.error("log_commit_failed", error=str(exc))
+            items[0][1].set_exception(LogUnavailable(str(exc)))
+            return
+        self.healthy = True
+        self.batch_sizes.append(len(items))
+        del self.batch_sizes[:-1000]
+        for (_, future), outcome in zip(items, outcomes, strict=True):
+            future.set_result(outcome)
+        if self._on_commit is not None and any(o.seqs for o in outcomes):
+            self._on_commit(max(max(o.seqs) for o in outcomes if o.seqs))
+
+    def _checkpoint_loop(self) -> None:
+        conn = connect(self._path)
+        try:
+            while not self._stopping.wait(CHECKPOINT_INTERVAL_S):
+                try:
+                    # PASSIVE never blocks the writer; it copies what it can.
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    log.warning("wal_checkpoint_failed", error=str(exc))
+        finally:
+            conn.close()

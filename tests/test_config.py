@@ -1,0 +1,72 @@
+"""Configuration: file, environment, flags, their precedence and path rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.config import load_settings
+from app.errors import ConfigError
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = load_settings()
+    assert (s.data_dir, s.host, s.port, s.max_body_bytes) == (
+        tmp_path / "data",
+        "127.0.0.1",
+        8080,
+        1048576,
+    )
+
+
+def test_file_values_and_relative_data_dir_resolved_against_the_files_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir("/")
+    cfg = write(
+        tmp_path / "n.toml",
+        'data_dir = "store"\nport = 9001\n[apps]\na = "s"\nb = ["old", "new"]\n',
+    )
+    s = load_settings(cfg)
+    assert s.data_dir == tmp_path / "store" and s.port == 9001
+    assert s.apps == {"a": ("s",), "b": ("old", "new")}
+    assert s.secrets() == [("a", "s"), ("b", "old"), ("b", "new")]
+
+
+def test_precedence_is_flag_then_env_then_file(tmp_path, monkeypatch):
+    cfg = write(tmp_path / "n.toml", 'port = 9001\nhost = "file"\n[apps]\na = "file-secret"\n')
+    monkeypatch.setenv("NOTESTORE_PORT", "9002")
+    monkeypatch.setenv("NOTESTORE_APPS", '{"a": "env-secret"}')
+    s = load_settings(cfg, port=9003)
+    assert (s.port, s.host, s.apps) == (9003, "file", {"a": ("env-secret",)})
+
+
+def test_notestore_config_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("NOTESTORE_CONFIG", str(write(tmp_path / "x.toml", "port = 7777\n")))
+    assert load_settings().port == 7777
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("port = ", "not valid TOML"),
+        ('[apps]\na = ""\n', "needs a secret"),
+        ("[apps]\na = []\n", "needs a secret"),
+        ("prot = 1\n", "unknown setting"),
+        ('port = "x"\n', "port"),
+    ],
+)
+def test_bad_configs_raise_one_readable_line(tmp_path, text, needle):
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path / "bad.toml", text))
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml")
