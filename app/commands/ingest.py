@@ -23,7 +23,7 @@ def _init_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-@command("init", "write a starter notestore.toml with generated secrets and a token", _init_arguments)
+@command("init", "write a starter notestore.toml with secrets and a token", _init_arguments)
 def init(args: argparse.Namespace) -> int:
     path = Path(args.config or DEFAULT_CONFIG)
     if args.exist_ok and path.exists():
