@@ -8,30 +8,43 @@ from aiohttp import web
 
 from app import receiver
 from app.config import Settings
-from app.keys import SETTINGS, WRITER
+from app.keys import RUNNER, SETTINGS, WRITER
 from app.middleware import errors_as_json
 from eventlog.writer import GroupCommitWriter
+from projections.registry import all_projectors
+from projections.runner import Runner
 
 
 async def healthz(request: web.Request) -> web.Response:
-    writer = request.app[WRITER]
+    writer, runner = request.app[WRITER], request.app[RUNNER]
     if not writer.healthy:
         return web.json_response(
             {"status": "unavailable", "reasons": ["the log cannot commit"]}, status=503
         )
-    return web.json_response({"status": "ok"})
+    reasons = [
+        f"projector {name} is stuck: {error}" for name, error in sorted(runner.errors.items())
+    ]
+    building = [p.name for p in runner.projectors if not runner.is_ready(p.name)]
+    body = {"status": "degraded" if reasons else "ok", "views_catching_up": building}
+    if reasons:
+        body["reasons"] = reasons
+    return web.json_response(body)
 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
 
-    async def log_writer(app: web.Application) -> AsyncIterator[None]:
-        app[WRITER] = GroupCommitWriter(settings.data_dir)
+    async def log_and_views(app: web.Application) -> AsyncIterator[None]:
+        runner = Runner(settings.data_dir, all_projectors())
+        app[RUNNER] = runner
+        app[WRITER] = GroupCommitWriter(settings.data_dir, on_commit=runner.notify)
+        await runner.start()
         yield
+        await runner.stop()
         app[WRITER].close()
 
-    app.cleanup_ctx.append(log_writer)
+    app.cleanup_ctx.append(log_and_views)
     app.router.add_post("/webhooks/mobio", receiver.receive)
     app.router.add_get("/webhooks/mobio", receiver.online_check)
     app.router.add_get("/healthz", healthz)

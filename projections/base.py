@@ -1,0 +1,112 @@
+"""The projector contract, and the common shape of a view keyed by one entity."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from eventlog.read import LogEvent
+from projections.fold import EntityState
+
+
+class ProjectionFailed(Exception):
+    """A projector could not fold an event; it halts there and retries later."""
+
+    def __init__(self, projector: str, event: LogEvent, cause: BaseException) -> None:
+        super().__init__(f"{projector} failed on seq {event.seq} ({event.message_id}): {cause!r}")
+        self.seq = event.seq
+        self.message_id = event.message_id
+
+
+class Projector(ABC):
+    """A named, versioned view: its tables in views.db and how a batch of events changes them.
+
+    Tables are created under a suffix ("" live, "__new" while rebuilding) and
+    their indexes named with a generation number, so a rebuilt set of tables can
+    be renamed over the live one without index names colliding.
+    """
+
+    name: str
+    version: int
+    event_types: frozenset[str]
+    tables: tuple[str, ...]
+
+    @abstractmethod
+    def schema(self, suffix: str, generation: int) -> list[str]:
+        """CREATE statements for this projector's tables and indexes."""
+
+    @abstractmethod
+    def apply(self, conn: sqlite3.Connection, events: Sequence[LogEvent], suffix: str) -> None:
+        """Fold `events` (already filtered to event_types, in seq order) into the tables."""
+
+
+class EntityProjector(Projector):
+    """A view with one folded EntityState per entity, stored in `state_table`.
+
+    Each batch loads every touched entity once, folds in memory, writes each once.
+    """
+
+    state_table: str
+    key_column: str
+
+    def entity_of(self, event: LogEvent) -> str | None:
+        return event.entity_id
+
+    def load(self, conn: sqlite3.Connection, suffix: str, entity_id: str) -> EntityState | None:
+        row = conn.execute(
+            f"SELECT state FROM {self.state_table}{suffix} WHERE {self.key_column} = ?",
+            (entity_id,),
+        ).fetchone()
+        return EntityState.from_json(entity_id, json.loads(row[0])) if row else None
+
+    @abstractmethod
+    def save(self, conn: sqlite3.Connection, suffix: str, state: EntityState) -> None:
+        """Write one entity's rows from its folded state."""
+
+    def apply(self, conn: sqlite3.Connection, events: Sequence[LogEvent], suffix: str) -> None:
+        touched: dict[str, EntityState] = {}
+        for event in events:
+            entity_id = self.entity_of(event)
+            if entity_id is None:
+                continue
+            state = touched.get(entity_id)
+            if state is None:
+                state = self.load(conn, suffix, entity_id) or EntityState(entity_id)
+                touched[entity_id] = state
+            try:
+                state.fold(event)
+            except Exception as exc:
+                raise ProjectionFailed(self.name, event, exc) from exc
+        for state in touched.values():
+            self.save(conn, suffix, state)
+
+
+def upsert(conn: sqlite3.Connection, table: str, key: str, row: dict[str, object]) -> None:
+    """Insert the row, or update every other column of the row with the same key."""
+    columns = ", ".join(row)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in row if c != key)
+    conn.execute(
+        f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(row))})"
+        f" ON CONFLICT ({key}) DO UPDATE SET {updates}",
+        tuple(row.values()),
+    )
+
+
+def state_text(state: EntityState) -> str:
+    return json.dumps(state.to_json(), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def doc_text(doc: object) -> str:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+def dump_tables(
+    conn: sqlite3.Connection, projector: Projector, suffix: str = ""
+) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of a projector's tables in key order: two views are equal when their dumps are."""
+    return {
+        table: conn.execute(f"SELECT * FROM {table}{suffix} ORDER BY 1, 2").fetchall()
+        for table in projector.tables
+    }

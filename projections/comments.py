@@ -1,0 +1,47 @@
+"""The comments view: one row per comment, indexed by the note whose thread it is in."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from eventlog.models import COMMENT_EVENTS
+from projections.base import EntityProjector, doc_text, state_text, upsert
+from projections.documents import comment_document
+from projections.fold import EntityState
+
+
+class CommentsProjector(EntityProjector):
+    name = "comments"
+    version = 1
+    event_types = COMMENT_EVENTS
+    tables = ("comments",)
+    state_table = "comments"
+    key_column = "comment_id"
+
+    def schema(self, suffix: str, generation: int) -> list[str]:
+        return [
+            f"""CREATE TABLE comments{suffix} (
+                comment_id TEXT PRIMARY KEY,
+                note_id TEXT,
+                merchant_id TEXT,
+                deleted INTEGER NOT NULL,
+                created_time REAL,
+                doc TEXT NOT NULL,
+                state TEXT NOT NULL
+            )""",
+            # A thread is one range of this index, already in display order.
+            f"CREATE INDEX comments_g{generation}_thread ON comments{suffix}"
+            " (note_id, created_time IS NULL, created_time, comment_id)",
+        ]
+
+    def save(self, conn: sqlite3.Connection, suffix: str, state: EntityState) -> None:
+        doc = comment_document(state)
+        upsert(conn, f"comments{suffix}", "comment_id", {
+            "comment_id": state.entity_id,
+            "note_id": doc["note_id"],
+            "merchant_id": doc["merchant_id"],
+            "deleted": int(state.deleted),
+            "created_time": doc["created_time"],
+            "doc": doc_text(doc),
+            "state": state_text(state),
+        })  # fmt: skip

@@ -1,0 +1,60 @@
+"""The mention feed: one row per (account, note) mentioned now, newest first.
+
+Keeps its own fold of each note (mention_notes), so it needs no other view.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from eventlog.models import NOTE_EVENTS
+from projections.base import EntityProjector, doc_text, state_text, upsert
+from projections.documents import mention_item, mentioned_accounts, note_document
+from projections.fold import EntityState
+
+
+class MentionsProjector(EntityProjector):
+    name = "mentions"
+    version = 1
+    event_types = NOTE_EVENTS
+    tables = ("mention_notes", "mentions")
+    state_table = "mention_notes"
+    key_column = "note_id"
+
+    def schema(self, suffix: str, generation: int) -> list[str]:
+        g = f"g{generation}"
+        return [
+            f"""CREATE TABLE mention_notes{suffix} (
+                note_id TEXT PRIMARY KEY,
+                state TEXT NOT NULL
+            )""",
+            f"""CREATE TABLE mentions{suffix} (
+                account_id TEXT NOT NULL,
+                note_id TEXT NOT NULL,
+                mentioned_at REAL NOT NULL,
+                merchant_id TEXT,
+                item TEXT NOT NULL,
+                PRIMARY KEY (account_id, note_id)
+            ) WITHOUT ROWID""",
+            f"CREATE INDEX mentions_{g}_feed ON mentions{suffix}"
+            " (account_id, mentioned_at DESC, note_id DESC)",
+            f"CREATE INDEX mentions_{g}_note ON mentions{suffix} (note_id)",
+        ]
+
+    def save(self, conn: sqlite3.Connection, suffix: str, state: EntityState) -> None:
+        upsert(
+            conn,
+            f"mention_notes{suffix}",
+            "note_id",
+            {"note_id": state.entity_id, "state": state_text(state)},
+        )
+        conn.execute(f"DELETE FROM mentions{suffix} WHERE note_id = ?", (state.entity_id,))
+        accounts = mentioned_accounts(state)
+        if not accounts:
+            return
+        note = note_document(state)
+        conn.executemany(
+            f"INSERT INTO mentions{suffix} VALUES (?, ?, ?, ?, ?)",
+            [(account, state.entity_id, at, note["merchant_id"], doc_text(mention_item(note, at)))
+             for account, at in accounts.items()],
+        )  # fmt: skip

@@ -1,0 +1,73 @@
+"""The notes view: one row per note, plus the ids each live note is related to."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+from eventlog.models import NOTE_EVENTS
+from projections.base import EntityProjector, doc_text, state_text, upsert
+from projections.documents import note_document
+from projections.fold import EntityState
+
+
+def related_ids(doc: dict[str, Any]) -> Iterator[str]:
+    """object_id and every id in the lists inside related_to: what ?related_to= matches."""
+    if isinstance(doc["object_id"], str):
+        yield doc["object_id"]
+    related = doc["related_to"]
+    if isinstance(related, dict):
+        for ids in related.values():
+            if isinstance(ids, list):
+                yield from (i for i in ids if isinstance(i, str))
+
+
+class NotesProjector(EntityProjector):
+    name = "notes"
+    version = 1
+    event_types = NOTE_EVENTS
+    tables = ("notes", "note_links")
+    state_table = "notes"
+    key_column = "note_id"
+
+    def schema(self, suffix: str, generation: int) -> list[str]:
+        g = f"g{generation}"
+        return [
+            f"""CREATE TABLE notes{suffix} (
+                note_id TEXT PRIMARY KEY,
+                merchant_id TEXT,
+                deleted INTEGER NOT NULL,
+                last_action_time REAL,
+                doc TEXT NOT NULL,
+                state TEXT NOT NULL
+            )""",
+            f"""CREATE TABLE note_links{suffix} (
+                related_id TEXT NOT NULL,
+                note_id TEXT NOT NULL,
+                last_action_time REAL,
+                merchant_id TEXT,
+                PRIMARY KEY (related_id, note_id)
+            ) WITHOUT ROWID""",
+            f"CREATE INDEX note_links_{g}_recent ON note_links{suffix}"
+            " (related_id, last_action_time DESC, note_id DESC)",
+            f"CREATE INDEX note_links_{g}_note ON note_links{suffix} (note_id)",
+        ]
+
+    def save(self, conn: sqlite3.Connection, suffix: str, state: EntityState) -> None:
+        doc = note_document(state)
+        upsert(conn, f"notes{suffix}", "note_id", {
+            "note_id": state.entity_id,
+            "merchant_id": doc["merchant_id"],
+            "deleted": int(state.deleted),
+            "last_action_time": state.last_action_time,
+            "doc": doc_text(doc),
+            "state": state_text(state),
+        })  # fmt: skip
+        conn.execute(f"DELETE FROM note_links{suffix} WHERE note_id = ?", (state.entity_id,))
+        if not state.deleted:
+            conn.executemany(
+                f"INSERT INTO note_links{suffix} VALUES (?, ?, ?, ?)",
+                [(rid, state.entity_id, state.last_action_time, doc["merchant_id"])
+                 for rid in set(related_ids(doc))],
+            )  # fmt: skip

@@ -1,0 +1,152 @@
+"""Runs every projector inside `notestore serve`: rebuild if needed, catch up, then tail.
+
+Each projector has its own task, connections and worker thread, so one failing
+does not stop the others. A task wakes right after each receiver commit
+(coalesced: many commits, one wake) and polls too, for events other processes append.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+from pathlib import Path
+
+import structlog
+
+from eventlog.db import LOG_FILE, connect
+from eventlog.read import head_seq
+from projections.base import ProjectionFailed, Projector
+from projections.engine import BATCH, step
+from projections.rebuild import needs_rebuild, rebuild
+from projections.store import clear_error, live_row, open_views, record_error
+
+log = structlog.get_logger("notestore.projections")
+
+
+class Stopping(Exception):
+    """Raised from a rebuild's progress callback when the server shuts down."""
+
+
+class Runner:
+    def __init__(
+        self,
+        data_dir: Path,
+        projectors: list[Projector],
+        poll_interval: float = 0.5,
+        retry_interval: float = 2.0,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.projectors = projectors
+        self.poll_interval = poll_interval
+        self.retry_interval = retry_interval
+        self.ready: set[str] = set()
+        self.errors: dict[str, str] = {}
+        self._wakes = {p.name: asyncio.Event() for p in projectors}
+        self._stop = threading.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._startup_head = 0
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        conn = connect(self.data_dir / LOG_FILE, readonly=True)
+        try:
+            self._startup_head = head_seq(conn)
+        finally:
+            conn.close()
+        self._tasks = [
+            asyncio.create_task(self._run(p), name=f"projector-{p.name}") for p in self.projectors
+        ]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for wake in self._wakes.values():
+            wake.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def notify(self, seq: int) -> None:
+        """Thread-safe: the writer calls this after each commit that appended events."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake_all)
+
+    def _wake_all(self) -> None:
+        for wake in self._wakes.values():
+            wake.set()
+
+    def is_ready(self, name: str) -> bool:
+        return name in self.ready
+
+    async def _run(self, projector: Projector) -> None:
+        views = open_views(self.data_dir)
+        events = connect(self.data_dir / LOG_FILE, readonly=True)
+        try:
+            await self._ensure_built(projector, views, events)
+            await self._tail(projector, views, events)
+        finally:
+            views.close()
+            events.close()
+
+    async def _ensure_built(
+        self, projector: Projector, views: sqlite3.Connection, events: sqlite3.Connection
+    ) -> None:
+        def stop_check(done: int, total: int) -> None:
+            if self._stop.is_set():
+                raise Stopping
+
+        while not self._stop.is_set() and needs_rebuild(views, projector):
+            log.info("projector_rebuilding", projector=projector.name, version=projector.version)
+            try:
+                await asyncio.to_thread(rebuild, projector, views, events, stop_check)
+            except Stopping:
+                return
+            except Exception as exc:
+                await self._failed(projector, views, exc)
+
+    async def _tail(
+        self, projector: Projector, views: sqlite3.Connection, events: sqlite3.Connection
+    ) -> None:
+        wake = self._wakes[projector.name]
+        while not self._stop.is_set():
+            wake.clear()
+            try:
+                applied = await asyncio.to_thread(step, projector, views, events, limit=BATCH)
+            except Exception as exc:
+                await self._failed(projector, views, exc)
+                continue
+            self._succeeded(projector, views)
+            if applied:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self.poll_interval)
+
+    def _succeeded(self, projector: Projector, views: sqlite3.Connection) -> None:
+        if projector.name in self.errors:
+            del self.errors[projector.name]
+            clear_error(views, projector.name)
+            log.info("projector_recovered", projector=projector.name)
+        if projector.name not in self.ready:
+            row = live_row(views, projector.name)
+            if row is not None and row.checkpoint >= self._startup_head:
+                self.ready.add(projector.name)
+
+    async def _failed(
+        self, projector: Projector, views: sqlite3.Connection, exc: Exception
+    ) -> None:
+        seq = getattr(exc, "seq", None)
+        message_id = getattr(exc, "message_id", None)
+        text = str(exc) if isinstance(exc, ProjectionFailed) else f"{projector.name}: {exc!r}"
+        if self.errors.get(projector.name) != text:
+            log.error(
+                "projector_failed",
+                projector=projector.name,
+                seq=seq,
+                message_id=message_id,
+                error=text,
+            )
+        self.errors[projector.name] = text
+        # Even if views.db is unwritable, the error stays visible in memory (/healthz).
+        with contextlib.suppress(sqlite3.Error):
+            record_error(views, projector.name, seq, message_id, text)
+        await asyncio.sleep(self.retry_interval)

@@ -1,0 +1,118 @@
+"""views.db: its connection, and each projector's position, version and last error."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+VIEWS_FILE = "views.db"
+BUSY_TIMEOUT_MS = 30_000
+
+_BOOKKEEPING = [
+    """CREATE TABLE IF NOT EXISTS projectors (
+        name TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        checkpoint INTEGER NOT NULL,
+        generation INTEGER NOT NULL,
+        built_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS rebuilds (
+        name TEXT PRIMARY KEY,
+        checkpoint INTEGER NOT NULL,
+        generation INTEGER NOT NULL,
+        started_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS projector_errors (
+        name TEXT PRIMARY KEY,
+        seq INTEGER,
+        message_id TEXT,
+        error TEXT NOT NULL,
+        at REAL NOT NULL
+    )""",
+]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a projector writes: its live tables, or the ones a rebuild fills beside them."""
+
+    suffix: str
+    positions: str  # the table holding this target's checkpoint
+
+
+LIVE = Target("", "projectors")
+REBUILD = Target("__new", "rebuilds")
+
+
+def open_views(data_dir: Path | str) -> sqlite3.Connection:
+    path = Path(data_dir) / VIEWS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    # Views can be rebuilt from the log, but a checkpoint must never run ahead of its rows:
+    # NORMAL keeps that (a lost tail loses both together) without an fsync per batch.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    for statement in _BOOKKEEPING:
+        conn.execute(statement)
+    return conn
+
+
+def position(conn: sqlite3.Connection, name: str, target: Target) -> int | None:
+    row = conn.execute(
+        f"SELECT checkpoint FROM {target.positions} WHERE name = ?", (name,)
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+def set_position(conn: sqlite3.Connection, name: str, target: Target, seq: int) -> None:
+    conn.execute(f"UPDATE {target.positions} SET checkpoint = ? WHERE name = ?", (seq, name))
+
+
+@dataclass(frozen=True)
+class ProjectorRow:
+    name: str
+    version: int
+    checkpoint: int
+    generation: int
+    built_at: float
+
+
+def live_row(conn: sqlite3.Connection, name: str) -> ProjectorRow | None:
+    row = conn.execute(
+        "SELECT name, version, checkpoint, generation, built_at FROM projectors WHERE name = ?",
+        (name,),
+    ).fetchone()
+    return ProjectorRow(*row) if row else None
+
+
+@dataclass(frozen=True)
+class ProjectorError:
+    seq: int | None
+    message_id: str | None
+    error: str
+    at: float
+
+
+def record_error(
+    conn: sqlite3.Connection, name: str, seq: int | None, message_id: str | None, error: str
+) -> None:
+    conn.execute(
+        "INSERT INTO projector_errors (name, seq, message_id, error, at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, message_id = excluded.message_id,"
+        " error = excluded.error, at = excluded.at",
+        (name, seq, message_id, error, time.time()),
+    )
+
+
+def clear_error(conn: sqlite3.Connection, name: str) -> None:
+    conn.execute("DELETE FROM projector_errors WHERE name = ?", (name,))
+
+
+def last_error(conn: sqlite3.Connection, name: str) -> ProjectorError | None:
+    row = conn.execute(
+        "SELECT seq, message_id, error, at FROM projector_errors WHERE name = ?", (name,)
+    ).fetchone()
+    return ProjectorError(*row) if row else None
