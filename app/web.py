@@ -11,6 +11,7 @@ from app.config import Settings
 from app.keys import RUNNER, SETTINGS, WRITER
 from app.middleware import errors_as_json
 from eventlog.writer import GroupCommitWriter
+from projections.base import Projector
 from projections.registry import all_projectors
 from projections.runner import Runner
 
@@ -31,12 +32,13 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, projectors: list[Projector] | None = None) -> web.Application:
+    """The whole service; `projectors` defaults to every registered view."""
     app = web.Application(middlewares=[errors_as_json], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
 
     async def log_and_views(app: web.Application) -> AsyncIterator[None]:
-        runner = Runner(settings.data_dir, all_projectors())
+        runner = Runner(settings.data_dir, projectors or all_projectors())
         app[RUNNER] = runner
         app[WRITER] = GroupCommitWriter(settings.data_dir, on_commit=runner.notify)
         await runner.start()

@@ -1,0 +1,135 @@
+"""The runner inside serve: tails, halts on a failing event and resumes, rebuilds on a new version."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+from eventlog.read import LogEvent
+from projections.base import ProjectionFailed
+from projections.comments import CommentsProjector
+from projections.notes import NotesProjector
+from projections.runner import Runner
+from projections.store import last_error, live_row, open_views
+from tests.helpers import make_block, make_body, signed_post
+from tests.views_kit import Views, append_blocks, fold_from_scratch
+
+
+class PoisonedNotes(NotesProjector):
+    """Fails on any event whose message_id says 'poison', until disarmed (the 'fix')."""
+
+    armed = True
+
+    def apply(self, conn, events: Sequence[LogEvent], suffix: str) -> None:  # type: ignore[no-untyped-def]
+        for event in events:
+            if self.armed and "poison" in event.message_id:
+                raise ProjectionFailed(self.name, event, RuntimeError("cannot fold this"))
+        super().apply(conn, events, suffix)
+
+
+class NotesV2(NotesProjector):
+    version = 2
+
+
+async def wait_for(condition, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def checkpoint(data_dir: Path, name: str) -> int | None:
+    views = open_views(data_dir)
+    try:
+        row = live_row(views, name)
+        return row.checkpoint if row else None
+    finally:
+        views.close()
+
+
+async def test_a_failing_projector_halts_at_its_event_and_resumes_once_fixed(tmp_path):
+    append_blocks(tmp_path, [make_block(note_id="n1"), make_block(note_id="n2")])
+    poisoned = PoisonedNotes()
+    runner = Runner(
+        tmp_path, [poisoned, CommentsProjector()], poll_interval=0.05, retry_interval=0.05
+    )
+    await runner.start()
+    try:
+        await wait_for(lambda: runner.is_ready("notes"))
+        poison = make_block(note_id="n3")
+        poison["message_id"] = "poison-1"
+        append_blocks(
+            tmp_path, [poison, make_block(note_id="n4"), make_block("note_comment_create")]
+        )
+        await wait_for(lambda: "notes" in runner.errors and checkpoint(tmp_path, "comments") == 5)
+        assert "seq 3" in runner.errors["notes"] and "poison-1" in runner.errors["notes"]
+        views = open_views(tmp_path)
+        error = last_error(views, "notes")
+        views.close()
+        assert error is not None and (error.seq, error.message_id) == (3, "poison-1")
+        # it never skips: the poison's seq is not applied, nor anything after it
+        assert checkpoint(tmp_path, "notes") == 2
+        poisoned.armed = False
+        await wait_for(lambda: checkpoint(tmp_path, "notes") == 5 and "notes" not in runner.errors)
+        assert runner.is_ready("notes")
+    finally:
+        await runner.stop()
+    views = Views(tmp_path, NotesProjector())
+    assert views.dump() == fold_from_scratch(tmp_path, NotesProjector())
+    assert last_error(views.views, "notes") is None
+
+
+async def test_serve_wakes_projectors_on_commit_and_health_shows_a_stuck_one(
+    aiohttp_client, settings
+):
+    poisoned = PoisonedNotes()
+    from app.web import create_app
+
+    client = await aiohttp_client(create_app(settings, [poisoned, CommentsProjector()]))
+    block = make_block(note_id="n1")
+    block["message_id"] = "poison-2"
+    await signed_post(client, make_body(block))
+    await signed_post(client, make_body(make_block("note_comment_create")))
+    await wait_for(lambda: checkpoint(settings.data_dir, "comments") == 2)
+    for _ in range(100):
+        health = await (await client.get("/healthz")).json()
+        if health["status"] == "degraded":
+            break
+        await asyncio.sleep(0.02)
+    assert health["status"] == "degraded" and "poison-2" in health["reasons"][0]
+    poisoned.armed = False
+    await wait_for(lambda: checkpoint(settings.data_dir, "notes") == 2)
+    health = await (await client.get("/healthz")).json()
+    assert health["status"] == "ok"
+
+
+async def test_a_new_projector_version_or_a_deleted_views_db_is_rebuilt_on_start(tmp_path):
+    append_blocks(
+        tmp_path,
+        [make_block(note_id=f"n{i}", action_time=float(i)) for i in range(30)],
+        per_request=7,
+    )
+    runner = Runner(tmp_path, [NotesProjector()], poll_interval=0.05)
+    await runner.start()
+    await wait_for(lambda: runner.is_ready("notes"))
+    await runner.stop()
+    before = Views(tmp_path, NotesProjector()).dump()
+
+    runner = Runner(tmp_path, [NotesV2()], poll_interval=0.05)
+    await runner.start()
+    await wait_for(lambda: runner.is_ready("notes"))
+    await runner.stop()
+    views = open_views(tmp_path)
+    row = live_row(views, "notes")
+    views.close()
+    assert row is not None and (row.version, row.checkpoint) == (2, 30)
+    assert Views(tmp_path, NotesV2()).dump() == before
+
+    for leftover in tmp_path.glob("views.db*"):
+        leftover.unlink()
+    runner = Runner(tmp_path, [NotesProjector()], poll_interval=0.05)
+    await runner.start()
+    await wait_for(lambda: runner.is_ready("notes"))
+    await runner.stop()
+    assert Views(tmp_path, NotesProjector()).dump() == before
