@@ -10,8 +10,10 @@ from app.config import Settings
 from eventlog.writer import GroupCommitWriter
 
 if TYPE_CHECKING:
+    from app.api import Reader
     from projections.runner import Runner
 
 SETTINGS = web.AppKey("settings", Settings)
 WRITER = web.AppKey("writer", GroupCommitWriter)
 RUNNER: web.AppKey[Runner] = web.AppKey("runner")
+READER: web.AppKey[Reader] = web.AppKey("reader")

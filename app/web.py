@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from app import receiver
+from app import api, receiver
 from app.config import Settings
 from app.keys import RUNNER, SETTINGS, WRITER
 from app.middleware import errors_as_json
@@ -47,6 +47,7 @@ def create_app(settings: Settings, projectors: list[Projector] | None = None) ->
         app[WRITER].close()
 
     app.cleanup_ctx.append(log_and_views)
+    api.add_routes(app)
     app.router.add_post("/webhooks/mobio", receiver.receive)
     app.router.add_get("/webhooks/mobio", receiver.online_check)
     app.router.add_get("/healthz", healthz)

@@ -46,10 +46,17 @@ def _events(rows: Iterable[tuple[Any, ...]]) -> list[LogEvent]:
     return [LogEvent(*row) for row in rows]
 
 
-def read_from(conn: sqlite3.Connection, after_seq: int, limit: int = 1000) -> list[LogEvent]:
-    """Events with seq > after_seq, in seq order, at most `limit`."""
+def read_from(
+    conn: sqlite3.Connection,
+    after_seq: int,
+    limit: int = 1000,
+    where: tuple[str, tuple[Any, ...]] = ("1", ()),
+) -> list[LogEvent]:
+    """Events with seq > after_seq (and the extra SQL condition), in seq order, at most `limit`."""
+    condition, params = where
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        f"SELECT {_COLUMNS} FROM events WHERE seq > ? AND {condition} ORDER BY seq LIMIT ?",
+        (after_seq, *params, limit),
     )
     return _events(rows)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import sqlite3
@@ -102,3 +103,31 @@ def snapshot(
         return {t: conn.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in tables}
     finally:
         conn.close()
+
+
+async def settled(settings, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait until every view has applied the whole log (the runner works in the background)."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        log = sqlite3.connect(settings.events_path)
+        head = log.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        log.close()
+        checkpoints: list[int] = []
+        if settings.views_path.exists():
+            views = sqlite3.connect(settings.views_path)
+            with contextlib.suppress(sqlite3.OperationalError):
+                checkpoints = [r[0] for r in views.execute("SELECT checkpoint FROM projectors")]
+            views.close()
+        if len(checkpoints) == 3 and all(c == head for c in checkpoints):
+            return
+        assert asyncio.get_running_loop().time() < deadline, "views did not catch up"
+        await asyncio.sleep(0.02)
+
+
+async def post_samples(client: TestClient) -> None:  # type: ignore[type-arg]
+    for path in SAMPLE_FILES:
+        raw = path.read_bytes()
+        status, _ = await signed_post(client, raw, json.loads(raw)["app_id"])
+        assert status == 200

@@ -1,0 +1,71 @@
+"""The audit history of a note, and the log itself as a paged feed."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from app.errors import NotFound
+from app.queries.scope import Scope
+from eventlog.read import LogEvent, read_by_entity, read_from
+from projections.fold import EntityState
+
+
+def actor(event: LogEvent) -> Any:
+    """The event's own candidate for updated_by, else created_by (aliases folded, deletes too)."""
+    state = EntityState(event.entity_id or "")
+    state.fold(event)
+    updated = state.register("updated_by")
+    return updated if updated is not None else state.register("created_by")
+
+
+def history_item(event: LogEvent) -> dict[str, Any]:
+    data = event.data_event
+    return {
+        "seq": event.seq,
+        "message_id": event.message_id,
+        "event_type": event.event_type,
+        "entity": event.entity,
+        "entity_id": event.entity_id,
+        "action_time": event.action_time,
+        "created_time": data.get("created_time"),
+        "received_at": event.received_at,
+        "request_id": event.request_id,
+        "app_id": event.app_id,
+        "actor": actor(event),
+        "changes": data.get("event_detail"),
+    }
+
+
+def note_history(
+    views: sqlite3.Connection, log: sqlite3.Connection, scope: Scope, note_id: str
+) -> dict[str, Any]:
+    comment_ids = [
+        r[0] for r in views.execute("SELECT comment_id FROM comments WHERE note_id = ?", (note_id,))
+    ]
+    events = [
+        e
+        for e in read_by_entity(log, [note_id, *comment_ids])
+        if _about(e, note_id, comment_ids) and scope.sees(e.merchant_id)
+    ]
+    if not events:
+        raise NotFound(f"no history for note {note_id}")
+    events.sort(key=lambda e: e.stamp)
+    return {"note_id": note_id, "events": [history_item(e) for e in events]}
+
+
+def _about(event: LogEvent, note_id: str, comment_ids: list[str]) -> bool:
+    if event.entity == "comment":
+        return event.entity_id in comment_ids
+    # note events by their id, and events of unknown types whose note_id names the note
+    return event.entity_id == note_id or (event.entity is None and event.note_id == note_id)
+
+
+def log_page(log: sqlite3.Connection, scope: Scope, after: int, limit: int) -> dict[str, Any]:
+    events = read_from(log, after, limit + 1, scope.sql())
+    more = len(events) > limit
+    events = events[:limit]
+    return {
+        "events": [history_item(e) for e in events],
+        "next_after": events[-1].seq if more else None,
+    }
