@@ -1,0 +1,68 @@
+"""The read commands: `--json` equals the HTTP answer; the default output is readable text."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import make_block, make_body, post_samples, settled, signed_post
+from tests.server import write_config
+
+OPS = {"Authorization": "Bearer ops-token"}
+COMMENTED_NOTE = "63843fceb0d322e9a7678bec"
+
+
+def notestore(config, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return subprocess.run([sys.executable, "-m", "app", *args, "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "250"})  # fmt: skip
+
+
+@pytest.fixture
+async def seeded(client, settings, tmp_path):  # type: ignore[no-untyped-def]
+    await post_samples(client)
+    mention = make_block(note_id="n-m", action_time=1669200000.0, event_detail=[
+        {"field_key": "account_mentions", "add": [["acc-1"]]},
+        {"field_key": "description", "add": ["<div>Hello <b>team</b> &amp; co</div>"]},
+    ])  # fmt: skip
+    await signed_post(client, make_body(mention))
+    await settled(settings)
+    config = write_config(tmp_path, {})  # data_dir = tmp_path/data, as in the settings fixture
+    return client, config
+
+
+CASES = [
+    (["note", "637dfa373e395b0cead72666"], "/notes/637dfa373e395b0cead72666"),
+    (["note", "637dfa373e395b0cead72666", "--as-of", "1669200439.676389"], "/notes/637dfa373e395b0cead72666?as_of=1669200439.676389"),
+    (["history", COMMENTED_NOTE], f"/notes/{COMMENTED_NOTE}/history"),
+    (["comments", COMMENTED_NOTE, "--include-deleted"], f"/notes/{COMMENTED_NOTE}/comments?include_deleted=true"),
+    (["mentions", "acc-1", "--limit", "5"], "/accounts/acc-1/mentions?limit=5"),
+]
+
+
+@pytest.mark.parametrize(("args", "path"), CASES, ids=[c[0][0] + str(i) for i, c in enumerate(CASES)])
+async def test_cli_json_equals_the_http_answer(seeded, args, path):
+    client, config = seeded
+    done = notestore(config, *args, "--json")
+    assert done.returncode == 0, done.stderr
+    resp = await client.get(path, headers=OPS)
+    assert resp.status == 200
+    assert json.loads(done.stdout) == await resp.json()
+
+
+async def test_readable_output_shows_text_not_html(seeded):
+    _, config = seeded
+    feed = notestore(config, "mentions", "acc-1")
+    assert "Hello team & co" in feed.stdout and "<b>" not in feed.stdout
+    timeline = notestore(config, "history", COMMENTED_NOTE)
+    assert "2022-11-28 08:29:11 UTC" in timeline.stdout and "created → edited" in timeline.stdout
+
+
+async def test_cli_errors_are_one_line(seeded):
+    _, config = seeded
+    for args in (["note", "nope"], ["note", "x", "--as-of", "soon"], ["mentions", "a", "--limit", "0"]):
+        done = notestore(config, *args)
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
