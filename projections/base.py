@@ -95,7 +95,9 @@ def upsert(conn: sqlite3.Connection, table: str, key: str, row: dict[str, object
 
 
 def state_text(state: EntityState) -> str:
-    return json.dumps(state.to_json(), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    # No sort_keys: to_json already orders its own keys, and a register's value keeps the
+    # key order it was received with, so a reloaded state renders the same doc as a fresh one.
+    return json.dumps(state.to_json(), separators=(",", ":"), ensure_ascii=False)
 
 
 def doc_text(doc: object) -> str:

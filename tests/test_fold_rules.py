@@ -167,3 +167,14 @@ def test_comment_note_id_is_the_object_id_when_a_string():
     state = EntityState("c1")
     state.fold(event("note_comment_create", 1, {"field_key": "object_id", "add": [42]}))
     assert comment_document(state)["note_id"] is None
+
+
+def test_a_stored_and_reloaded_state_renders_the_same_document():
+    """Regression (found by hypothesis): object values kept their key order only when fresh."""
+    from projections.base import state_text
+
+    state = EntityState("n1")
+    state.fold(event("note_create", 1, {"field_key": "information", "add": [{"type": "GENERAL", "result": "MET"}]}))
+    reloaded = EntityState.from_json("n1", json.loads(state_text(state)))
+    assert json.dumps(note_document(reloaded)) == json.dumps(note_document(state))
+    assert state_text(reloaded) == state_text(state)
