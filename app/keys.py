@@ -11,9 +11,11 @@ from eventlog.writer import GroupCommitWriter
 
 if TYPE_CHECKING:
     from app.api import Reader
+    from app.metrics import Metrics
     from projections.runner import Runner
 
 SETTINGS = web.AppKey("settings", Settings)
 WRITER = web.AppKey("writer", GroupCommitWriter)
 RUNNER: web.AppKey[Runner] = web.AppKey("runner")
 READER: web.AppKey[Reader] = web.AppKey("reader")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

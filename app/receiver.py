@@ -11,9 +11,10 @@ from aiohttp import web
 
 from app.config import Settings, fingerprint
 from app.errors import PayloadTooLarge, Unauthorized, Unavailable
-from app.keys import SETTINGS, WRITER
+from app.keys import METRICS, SETTINGS, WRITER
+from app.metrics import Metrics
 from app.signing import SIGNATURE_HEADER, match_secret
-from eventlog.append import Delivery
+from eventlog.append import Delivery, Outcome
 from eventlog.intake import read_body
 from eventlog.writer import LogUnavailable
 
@@ -55,6 +56,35 @@ def _refusal(settings: Settings, header: str | None, body: bytes) -> Unauthorize
 
 
 async def receive(request: web.Request) -> web.Response:
+    """Verify, validate, append, commit, answer; counted and timed whatever the outcome."""
+    metrics = request.app[METRICS]
+    with metrics.latency.time():
+        try:
+            response = await _receive(request)
+        except PayloadTooLarge:
+            metrics.requests.labels("too_large").inc()
+            raise
+        except Unauthorized:
+            metrics.requests.labels("unauthorized").inc()
+            raise
+        except Unavailable:
+            metrics.requests.labels("unavailable").inc()
+            raise
+    metrics.requests.labels("ok").inc()
+    return response
+
+
+def _count(metrics: Metrics, outcome: Outcome) -> None:
+    metrics.blocks.labels("accepted").inc(outcome.accepted)
+    metrics.blocks.labels("duplicate").inc(outcome.duplicates)
+    metrics.blocks.labels("quarantined").inc(outcome.quarantined)
+    for reason in outcome.reasons:
+        metrics.quarantined.labels(reason).inc()
+    for event_type in outcome.event_types:
+        metrics.events.labels(event_type).inc()
+
+
+async def _receive(request: web.Request) -> web.Response:
     started = time.perf_counter()
     settings = request.app[SETTINGS]
     body = await read_limited(request, settings.max_body_bytes)
@@ -80,13 +110,14 @@ async def receive(request: web.Request) -> web.Response:
             "delivery_not_stored", app_id=app_id, request_id=intake.request_id, error=str(exc)
         )
         raise Unavailable("the log cannot commit right now; nothing was stored") from None
+    _count(request.app[METRICS], outcome)
     log.info(
         "delivery",
         request_id=intake.request_id,
         app_id=app_id,
         message_ids=[e.message_id for e in intake.events],
         **outcome.as_answer(),
-        reasons=sorted({r.reason for r in intake.rejected}) or None,
+        reasons=sorted(set(outcome.reasons)) or None,
         ms=round((time.perf_counter() - started) * 1000, 2),
     )
     return web.json_response(outcome.as_answer())

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from app import api, receiver
+from app import api, metrics, openapi, receiver
 from app.config import Settings
-from app.keys import RUNNER, SETTINGS, WRITER
+from app.keys import METRICS, RUNNER, SETTINGS, WRITER
 from app.middleware import errors_as_json
 from eventlog.writer import GroupCommitWriter
 from projections.base import Projector
@@ -40,15 +40,19 @@ def create_app(settings: Settings, projectors: list[Projector] | None = None) ->
     async def log_and_views(app: web.Application) -> AsyncIterator[None]:
         runner = Runner(settings.data_dir, projectors or all_projectors())
         app[RUNNER] = runner
-        app[WRITER] = GroupCommitWriter(settings.data_dir, on_commit=runner.notify)
+        app[WRITER] = GroupCommitWriter(
+            settings.data_dir, on_commit=runner.notify, on_batch=app[METRICS].batch_size.observe
+        )
         await runner.start()
         yield
         await runner.stop()
         app[WRITER].close()
 
+    metrics.install(app)
     app.cleanup_ctx.append(log_and_views)
     api.add_routes(app)
     app.router.add_post("/webhooks/mobio", receiver.receive)
     app.router.add_get("/webhooks/mobio", receiver.online_check)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/openapi.json", openapi.serve_document)
     return app

@@ -31,6 +31,8 @@ class Outcome:
     duplicates: int = 0
     quarantined: int = 0
     seqs: list[int] = field(default_factory=list)
+    event_types: list[str] = field(default_factory=list)  # of the accepted events
+    reasons: list[str] = field(default_factory=list)  # one per quarantined item
 
     def as_answer(self) -> dict[str, int]:
         return {
@@ -128,6 +130,7 @@ def add_events(
         seen = existing_content(conn, ev.message_id)
         if seen is None:
             outcome.seqs.append(batch.add_event(ev, app_id, request_id, ref, at))
+            outcome.event_types.append(ev.event_type)
             outcome.accepted += 1
         elif seen[1] == ev.content_hash:
             outcome.duplicates += 1
@@ -145,6 +148,7 @@ def _store(conn: sqlite3.Connection, batch: _Batch, d: Delivery) -> Outcome:
     for item in d.intake.rejected:
         quarantine(conn, item, ref, d.received_at)
         outcome.quarantined += 1
+        outcome.reasons.append(item.reason)
     add_events(
         conn, batch, d.intake.events, app_id=d.app_id, request_id=d.intake.request_id,
         ref=ref, at=d.received_at, outcome=outcome,

@@ -33,16 +33,22 @@ _Item = tuple[Delivery, "Future[Outcome]"]
 
 
 class GroupCommitWriter:
-    def __init__(self, data_dir: Path, on_commit: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        on_commit: Callable[[int], None] | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        """on_commit(last seq) after each commit that appended; on_batch(deliveries) after each."""
         self._conn = open_log(data_dir)
         # Checkpoints fsync too: keep them off the commit path (see _checkpoint_loop).
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")
         self._path = Path(data_dir) / LOG_FILE
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._on_commit = on_commit
+        self._on_batch = on_batch
         self._stopping = threading.Event()
         self.healthy = True
-        self.batch_sizes: list[int] = []  # read by metrics; bounded below
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, name="log-checkpointer", daemon=True
@@ -106,8 +112,8 @@ class GroupCommitWriter:
             items[0][1].set_exception(LogUnavailable(str(exc)))
             return
         self.healthy = True
-        self.batch_sizes.append(len(items))
-        del self.batch_sizes[:-1000]
+        if self._on_batch is not None:
+            self._on_batch(len(items))
         for (_, future), outcome in zip(items, outcomes, strict=True):
             future.set_result(outcome)
         if self._on_commit is not None and any(o.seqs for o in outcomes):

@@ -36,14 +36,22 @@ async def seeded(client, settings, tmp_path):  # type: ignore[no-untyped-def]
 
 CASES = [
     (["note", "637dfa373e395b0cead72666"], "/notes/637dfa373e395b0cead72666"),
-    (["note", "637dfa373e395b0cead72666", "--as-of", "1669200439.676389"], "/notes/637dfa373e395b0cead72666?as_of=1669200439.676389"),
+    (
+        ["note", "637dfa373e395b0cead72666", "--as-of", "1669200439.676389"],
+        "/notes/637dfa373e395b0cead72666?as_of=1669200439.676389",
+    ),
     (["history", COMMENTED_NOTE], f"/notes/{COMMENTED_NOTE}/history"),
-    (["comments", COMMENTED_NOTE, "--include-deleted"], f"/notes/{COMMENTED_NOTE}/comments?include_deleted=true"),
+    (
+        ["comments", COMMENTED_NOTE, "--include-deleted"],
+        f"/notes/{COMMENTED_NOTE}/comments?include_deleted=true",
+    ),
     (["mentions", "acc-1", "--limit", "5"], "/accounts/acc-1/mentions?limit=5"),
 ]
 
 
-@pytest.mark.parametrize(("args", "path"), CASES, ids=[c[0][0] + str(i) for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("args", "path"), CASES, ids=[c[0][0] + str(i) for i, c in enumerate(CASES)]
+)
 async def test_cli_json_equals_the_http_answer(seeded, args, path):
     client, config = seeded
     done = notestore(config, *args, "--json")
@@ -63,6 +71,10 @@ async def test_readable_output_shows_text_not_html(seeded):
 
 async def test_cli_errors_are_one_line(seeded):
     _, config = seeded
-    for args in (["note", "nope"], ["note", "x", "--as-of", "soon"], ["mentions", "a", "--limit", "0"]):
+    for args in (
+        ["note", "nope"],
+        ["note", "x", "--as-of", "soon"],
+        ["mentions", "a", "--limit", "0"],
+    ):
         done = notestore(config, *args)
         assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -1,0 +1,111 @@
+"""Prometheus metrics: counters the receiver moves, gauges read at scrape time."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from app.keys import METRICS, READER, SETTINGS
+from eventlog.read import head_seq
+from projections.registry import all_projectors
+from projections.status import all_status
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
+# Mobio's budget is 100 ms: resolve finely below it, coarsely above.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "notestore_deliveries", "Webhook deliveries by outcome "
+            "(ok, unauthorized, too_large, unavailable)", ["outcome"], registry=r,
+        )  # fmt: skip
+        self.blocks = Counter(
+            "notestore_blocks", "Blocks (or whole bodies) accepted, duplicate or quarantined",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.quarantined = Counter(
+            "notestore_quarantined", "Items sent to quarantine, by reason", ["reason"], registry=r
+        )
+        self.events = Counter(
+            "notestore_events", "Events appended to the log, by type", ["event_type"], registry=r
+        )
+        self.latency = Histogram(
+            "notestore_delivery_seconds", "Time to answer a webhook delivery",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "notestore_group_commit_deliveries", "Deliveries committed together in one transaction",
+            buckets=BATCH_BUCKETS, registry=r,
+        )  # fmt: skip
+
+
+class StateCollector(Collector):
+    """Log size, free disk, quarantine size, each view's checkpoint and lag: read when scraped."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        settings, reader = self.app[SETTINGS], self.app[READER]
+        log_bytes = sum(
+            p.stat().st_size
+            for p in (settings.events_path, settings.events_path.with_name("events.db-wal"))
+            if p.exists()
+        )
+        yield GaugeMetricFamily(
+            "notestore_log_bytes", "Size of events.db and its WAL", value=log_bytes
+        )
+        yield GaugeMetricFamily(
+            "notestore_disk_free_bytes", "Free space under data_dir",
+            value=shutil.disk_usage(settings.data_dir).free,
+        )  # fmt: skip
+        head = head_seq(reader.log)
+        yield GaugeMetricFamily(
+            "notestore_log_last_seq", "Position of the newest event", value=head
+        )
+        held = reader.log.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+        yield GaugeMetricFamily(
+            "notestore_quarantine_items", "Items held in quarantine", value=held
+        )
+        checkpoint = GaugeMetricFamily(
+            "notestore_view_checkpoint", "Last seq applied", labels=["view"]
+        )
+        lag = GaugeMetricFamily(
+            "notestore_view_lag_events", "Events not yet applied", labels=["view"]
+        )
+        for view in all_status(reader.views, reader.log, all_projectors()):
+            checkpoint.add_metric([view["name"]], view["checkpoint"] or 0)
+            lag.add_metric([view["name"]], view["lag"])
+        yield checkpoint
+        yield lag
+
+
+def install(app: web.Application) -> None:
+    metrics = Metrics()
+    metrics.registry.register(StateCollector(app))
+    app[METRICS] = metrics
+    app.router.add_get("/metrics", scrape)
+
+
+async def scrape(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
