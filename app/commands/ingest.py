@@ -50,6 +50,11 @@ def serve(args: argparse.Namespace) -> int:
     log = structlog.get_logger("notestore")
     if not settings.apps:
         log.warning("no_apps_configured", hint="every delivery will be refused; see notestore init")
+    if not settings.tokens:
+        log.warning(
+            "no_query_tokens_configured",
+            hint="query routes answer 403; add one under [tokens] (notestore init generates one)",
+        )
     log.info("starting", host=settings.host, port=settings.port, data_dir=str(settings.data_dir))
     web.run_app(
         create_app(settings),
