@@ -48,7 +48,7 @@ def _head(conn: sqlite3.Connection, table: str, key: str) -> tuple[int, str]:
     return (int(row[0]), str(row[1])) if row else (0, chain.GENESIS)
 
 
-class _Batch:
+class Batch:
     """Chain heads and next keys, read once at the start of the write transaction."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -116,7 +116,7 @@ def existing_content(conn: sqlite3.Connection, message_id: str) -> tuple[int, st
 
 def add_events(
     conn: sqlite3.Connection,
-    batch: _Batch,
+    batch: Batch,
     events: list[NewEvent],
     *,
     app_id: str,
@@ -142,7 +142,7 @@ def add_events(
             outcome.quarantined += 1
 
 
-def _store(conn: sqlite3.Connection, batch: _Batch, d: Delivery) -> Outcome:
+def _store(conn: sqlite3.Connection, batch: Batch, d: Delivery) -> Outcome:
     outcome = Outcome()
     ref = batch.add_request(d)
     for item in d.intake.rejected:
@@ -160,7 +160,7 @@ def append_deliveries(conn: sqlite3.Connection, deliveries: list[Delivery]) -> l
     """Store every delivery in one transaction; returns each one's counts once committed."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        batch = _Batch(conn)
+        batch = Batch(conn)
         outcomes = [_store(conn, batch, d) for d in deliveries]
         conn.execute("COMMIT")
     except BaseException:

@@ -174,7 +174,13 @@ def test_a_stored_and_reloaded_state_renders_the_same_document():
     from projections.base import state_text
 
     state = EntityState("n1")
-    state.fold(event("note_create", 1, {"field_key": "information", "add": [{"type": "GENERAL", "result": "MET"}]}))
+    state.fold(
+        event(
+            "note_create",
+            1,
+            {"field_key": "information", "add": [{"type": "GENERAL", "result": "MET"}]},
+        )
+    )
     reloaded = EntityState.from_json("n1", json.loads(state_text(state)))
     assert json.dumps(note_document(reloaded)) == json.dumps(note_document(state))
     assert state_text(reloaded) == state_text(state)

@@ -11,6 +11,8 @@ from aiohttp import web
 
 from app.cli import command, settings_of
 from app.config import DEFAULT_CONFIG
+from app.errors import NotestoreError
+from app.lock import hold_serve_lock
 from app.logs import configure_logging
 from app.send import send_file
 from app.starter import write_starter
@@ -55,6 +57,8 @@ def serve(args: argparse.Namespace) -> int:
             "no_query_tokens_configured",
             hint="query routes answer 403; add one under [tokens] (notestore init generates one)",
         )
+    if hold_serve_lock(settings.data_dir) is None:
+        raise NotestoreError(f"another notestore serve is running on {settings.data_dir}")
     log.info("starting", host=settings.host, port=settings.port, data_dir=str(settings.data_dir))
     web.run_app(
         create_app(settings),

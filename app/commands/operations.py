@@ -1,0 +1,190 @@
+"""verify, quarantine, backup, restore: what an operator runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from app.cli import command, settings_of
+from app.commands.views import open_existing_log
+from app.config import Settings, fingerprint
+from app.errors import NotestoreError
+from app.lock import serve_running
+from app.signing import sign
+from eventlog.backup import backup, restore, verify_file
+from eventlog.db import LOG_FILE, open_log
+from eventlog.replay import held_items, replay
+from eventlog.verify import Signer, VerifyReport, verify_log
+
+
+def signer_for(settings: Settings) -> Signer:
+    """Signs with the secret whose fingerprint was stored at receipt; None once rotated out."""
+    by_fingerprint = {(app, fingerprint(s)): s for app, s in settings.secrets()}
+
+    def signer(app_id: str, stored_fingerprint: str, body: bytes) -> str | None:
+        secret = by_fingerprint.get((app_id, stored_fingerprint))
+        return sign(app_id, body, secret) if secret is not None else None
+
+    return signer
+
+
+def print_report(report: VerifyReport, seconds: float) -> None:
+    rows = report.events.rows + report.requests.rows
+    print(f"checked {report.events.rows} events and {report.requests.rows} requests "
+          f"in {seconds:.1f}s ({rows / max(seconds, 1e-9):,.0f} rows/s)")  # fmt: skip
+    print(f"head: {report.events.head} after {report.events.rows} events")
+    if report.unverifiable:
+        print(
+            f"{report.unverifiable} request(s) unverifiable: their secret is no longer configured"
+        )
+    for chain_report in (report.events, report.requests):
+        for problem in chain_report.problems:
+            print(f"TAMPERED {problem}")
+    if report.events.first_bad is not None:
+        print(f"first bad seq: {report.events.first_bad}")
+    if report.requests.first_bad is not None:
+        print(f"first bad request id: {report.requests.first_bad}")
+    if report.expect_head and not report.events.saw_expected_head:
+        print(f"TAMPERED the log no longer extends the expected head {report.expect_head}")
+    print("OK: the log verifies" if report.ok else "FAILED: the log does not verify")
+
+
+def _verify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--expect-head", metavar="HASH", help="fail unless the log still extends this head hash"
+    )
+
+
+@command("verify", "check the log's hash chains and every stored signature", _verify_args)
+def verify(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    conn = open_existing_log(settings.data_dir)
+    started = time.perf_counter()
+    try:
+        columns = (TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, transient=True) as progress:
+            task = progress.add_task("events", total=None)
+            report = verify_log(
+                conn, signer_for(settings), args.expect_head,
+                lambda done, total: progress.update(task, completed=done, total=total),
+            )  # fmt: skip
+    finally:
+        conn.close()
+    print_report(report, time.perf_counter() - started)
+    return 0 if report.ok else 1
+
+
+def _quarantine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["list", "replay"])
+    p.add_argument("ids", nargs="*", type=int, metavar="ID", help="items to replay")
+    p.add_argument("--all", action="store_true", help="replay every item still held")
+    p.add_argument("--json", action="store_true", help="list as JSON")
+
+
+def quarantine_listing(settings: Settings) -> dict[str, Any]:
+    conn = open_existing_log(settings.data_dir)
+    try:
+        reasons = dict(
+            conn.execute("SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY 2 DESC")
+        )
+        rows = conn.execute(
+            "SELECT q.id, q.reason, q.detail, q.kind, q.message_id, q.received_at, q.request_ref,"
+            " (SELECT outcome FROM quarantine_replays r WHERE r.quarantine_id = q.id"
+            "  ORDER BY r.id DESC LIMIT 1)"
+            " FROM quarantine q ORDER BY q.id DESC"
+        ).fetchall()
+    finally:
+        conn.close()
+    keys = ("id", "reason", "detail", "kind", "message_id", "received_at", "request", "last_replay")
+    return {"reasons": reasons, "items": [dict(zip(keys, row, strict=True)) for row in rows]}
+
+
+@command("quarantine", "list what was verified but not accepted, or replay it", _quarantine_args)
+def quarantine(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    if args.action == "list":
+        listing = quarantine_listing(settings)
+        if args.json:
+            print(json.dumps(listing, indent=2, ensure_ascii=False))
+            return 0
+        console = Console()
+        console.print(
+            ", ".join(f"{n} {reason}" for reason, n in listing["reasons"].items()) or "nothing held"
+        )
+        table = Table("id", "reason", "kind", "message_id", "detail", "last replay")
+        for item in listing["items"]:
+            table.add_row(str(item["id"]), item["reason"], item["kind"], item["message_id"] or "",
+                          item["detail"][:120], item["last_replay"] or "")  # fmt: skip
+        console.print(table)
+        return 0
+    if not args.ids and not args.all:
+        raise NotestoreError(
+            "name the items to replay (IDs from `notestore quarantine list`) or pass --all"
+        )
+    conn = open_log(settings.data_dir)
+    try:
+        counts = replay(conn, held_items(conn, None if args.all else args.ids))
+    finally:
+        conn.close()
+    print(
+        ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "nothing to replay"
+    )
+    return 0
+
+
+def _dest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dest", type=Path, metavar="DEST", help="the backup file to write")
+
+
+@command(
+    "backup", "a consistent copy of the log, taken while serve runs, then verified", _dest_args
+)
+def take_backup(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    open_existing_log(settings.data_dir).close()
+    try:
+        report = backup(settings.data_dir, args.dest)
+    except FileExistsError as exc:
+        raise NotestoreError(str(exc)) from None
+    print(
+        f"backed up {report.events.rows} events and {report.requests.rows} requests to {args.dest}"
+    )
+    print(f"head: {report.events.head}")
+    print("the copy verifies" if report.ok else "FAILED: the copy does not verify")
+    return 0 if report.ok else 1
+
+
+def _source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("backup", type=Path, metavar="BACKUP", help="a file made by notestore backup")
+
+
+@command(
+    "restore",
+    "put a verified backup in place of the log (serve stopped); views rebuild",
+    _source_args,
+)
+def restore_backup(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    if not args.backup.is_file():
+        raise NotestoreError(f"no backup at {args.backup}")
+    if serve_running(settings.data_dir):
+        raise NotestoreError("notestore serve is running on this data directory: stop it first")
+    report = verify_file(args.backup)
+    if not report.ok:
+        first_bad = report.events.first_bad
+        raise NotestoreError(
+            f"{args.backup} does not verify (first bad seq {first_bad}); not restoring"
+        )
+    kept = restore(args.backup, settings.data_dir)
+    print(f"restored {report.events.rows} events into {settings.data_dir / LOG_FILE}")
+    if kept:
+        print(f"the previous log is kept as {kept}")
+    print("views were dropped; `notestore serve` rebuilds them")
+    return 0

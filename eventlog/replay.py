@@ -1,0 +1,98 @@
+"""Re-running quarantined items through the receiver's validation and append path.
+
+Quarantine rows are never changed: each replay adds a row to quarantine_replays
+(appended, duplicate, or still failing with the new reason). Events that now
+pass point at the request they originally came in, so their origin stays verifiable.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from eventlog.append import Batch, Outcome, add_events, quarantine
+from eventlog.intake import Intake, Rejected, read_block, read_body
+
+TRANSACTION_ROWS = 200  # keep other writers (the server) waiting briefly at most
+
+
+@dataclass(frozen=True)
+class Held:
+    id: int
+    reason: str
+    kind: str
+    payload: str
+    request_ref: int | None
+
+
+def held_items(conn: sqlite3.Connection, ids: list[int] | None) -> list[Held]:
+    """Items still held: never replayed, or replayed and still failing."""
+    rows = conn.execute(
+        "SELECT q.id, q.reason, q.kind, q.payload, q.request_ref FROM quarantine q"
+        " WHERE NOT EXISTS (SELECT 1 FROM quarantine_replays r WHERE r.quarantine_id = q.id"
+        " AND r.outcome IN ('appended', 'duplicate')) ORDER BY q.id"
+    ).fetchall()
+    items = [Held(*row) for row in rows]
+    return [i for i in items if i.id in set(ids)] if ids else items
+
+
+def _intake(conn: sqlite3.Connection, item: Held) -> tuple[Intake, str]:
+    """What validation makes of the item today, and the app it came in for."""
+    request = conn.execute(
+        "SELECT app_id, body, request_id FROM requests WHERE id = ?", (item.request_ref,)
+    ).fetchone()
+    app_id = request[0] if request else ""
+    if item.kind == "body" and request is not None:
+        return read_body(bytes(request[1]), app_id), app_id
+    outcome = read_block(json.loads(item.payload))
+    intake = Intake(app_id=app_id, request_id=request[2] if request else None)
+    if isinstance(outcome, Rejected):
+        intake.rejected.append(outcome)
+    else:
+        intake.events.append(outcome)
+    return intake, app_id
+
+
+def _replay_one(conn: sqlite3.Connection, batch: Batch, item: Held, at: float) -> str:
+    intake, app_id = _intake(conn, item)
+    outcome = Outcome()
+    for rejected in intake.rejected:
+        quarantine(conn, rejected, item.request_ref, at)
+    add_events(
+        conn, batch, intake.events, app_id=app_id, request_id=intake.request_id,
+        ref=item.request_ref or 0, at=at, outcome=outcome,
+    )  # fmt: skip
+    reasons = [r.reason for r in intake.rejected] + outcome.reasons
+    if outcome.accepted:
+        result, detail = "appended", f"{outcome.accepted} event(s) appended"
+    elif outcome.duplicates and not reasons:
+        result, detail = "duplicate", "already in the log"
+    else:
+        result, detail = "still_failing", ", ".join(sorted(set(reasons))) or "nothing to append"
+    conn.execute(
+        "INSERT INTO quarantine_replays (quarantine_id, replayed_at, outcome, detail)"
+        " VALUES (?, ?, ?, ?)",
+        (item.id, at, result, detail),
+    )
+    return result
+
+
+def replay(conn: sqlite3.Connection, items: list[Held]) -> dict[str, int]:
+    """Replay in short transactions; returns how many ended each way."""
+    counts: dict[str, int] = {}
+    for start in range(0, len(items), TRANSACTION_ROWS):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            batch = Batch(conn)
+            at = time.time()
+            for item in items[start : start + TRANSACTION_ROWS]:
+                result = _replay_one(conn, batch, item, at)
+                counts[result] = counts.get(result, 0) + 1
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    return counts
