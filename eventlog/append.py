@@ -90,20 +90,22 @@ class Batch:
 
 def quarantine(conn: sqlite3.Connection, item: Rejected, ref: int | None, at: float) -> None:
     """Keep a rejected item once per content (a redelivered bad body adds no row)."""
+    # NOT EXISTS rather than ON CONFLICT: the no-replace trigger refuses any colliding insert.
+    row = (
+        item.content_hash,
+        item.reason,
+        item.detail,
+        item.kind,
+        item.message_id,
+        item.payload,
+        ref,
+        at,
+    )
     conn.execute(
         "INSERT INTO quarantine (content_hash, reason, detail, kind, message_id, payload,"
-        " request_ref, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT(content_hash) DO NOTHING",
-        (
-            item.content_hash,
-            item.reason,
-            item.detail,
-            item.kind,
-            item.message_id,
-            item.payload,
-            ref,
-            at,
-        ),
+        " request_ref, received_at) SELECT ?, ?, ?, ?, ?, ?, ?, ?"
+        " WHERE NOT EXISTS (SELECT 1 FROM quarantine WHERE content_hash = ?)",
+        (*row, item.content_hash),
     )
 
 

@@ -111,8 +111,10 @@ async def test_verified_but_unusable_bodies_are_quarantined_whole(client, settin
 async def test_the_same_bad_body_twice_is_quarantined_once(client, settings):
     raw = b"definitely not json"
     for _ in range(2):
-        await post_raw(client, raw, {SIGNATURE_HEADER: signature(raw)})
+        answer = await post_raw(client, raw, {SIGNATURE_HEADER: signature(raw)})
+        assert answer == (200, {"accepted": 0, "duplicates": 0, "quarantined": 1})
     assert len(quarantine_rows(settings)) == 1
+    assert len(snapshot(settings.events_path)["requests"]) == 2
 
 
 def _without(key: str) -> dict:  # type: ignore[type-arg]

@@ -130,3 +130,12 @@ async def test_online_check_and_health(client):
     assert (await client.get("/webhooks/mobio")).status == 200
     resp = await client.get("/healthz")
     assert resp.status == 200 and (await resp.json())["status"] == "ok"
+
+
+async def test_a_conflict_delivered_again_is_answered_and_held_once(client, settings):
+    original = sample("note_create")
+    await signed_post(client, original)
+    forged = with_changed_description(original, "<div>forged</div>")
+    for _ in range(2):
+        assert await signed_post(client, forged) == (200, {"accepted": 0, "duplicates": 0, "quarantined": 1})
+    assert len(rows(settings, "SELECT id FROM quarantine")) == 1

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from app.config import fingerprint
 from eventlog.append import Delivery, Outcome, append_deliveries
 from eventlog.db import LOG_FILE, connect, open_log
 from eventlog.intake import read_body
@@ -16,7 +17,7 @@ from projections.base import Projector, dump_tables
 from projections.engine import catch_up, step
 from projections.rebuild import rebuild, start_rebuild
 from projections.store import REBUILD, open_views
-from tests.helpers import APP_A
+from tests.helpers import APP_A, secret_for, signature
 
 Dump = dict[str, list[tuple[object, ...]]]
 
@@ -29,7 +30,9 @@ def append_bodies(data_dir: Path, bodies: Iterable[dict[str, Any]]) -> list[Outc
         for body in bodies:
             raw = json.dumps(body, ensure_ascii=False).encode()
             app_id = body.get("app_id", APP_A)
-            delivery = Delivery(time.time(), app_id, "fp", "sig", raw, read_body(raw, app_id))
+            signed = signature(raw, app_id)
+            key = fingerprint(secret_for(app_id))
+            delivery = Delivery(time.time(), app_id, key, signed, raw, read_body(raw, app_id))
             outcomes += append_deliveries(conn, [delivery])
         return outcomes
     finally:
