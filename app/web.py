@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -10,6 +11,7 @@ from app import api, metrics, openapi, receiver
 from app.config import Settings
 from app.keys import METRICS, RUNNER, SETTINGS, WRITER
 from app.middleware import errors_as_json
+from eventlog.db import LOG_FILE
 from eventlog.writer import GroupCommitWriter
 from projections.base import Projector
 from projections.registry import all_projectors
@@ -18,10 +20,14 @@ from projections.runner import Runner
 
 async def healthz(request: web.Request) -> web.Response:
     writer, runner = request.app[WRITER], request.app[RUNNER]
+    data_dir = request.app[SETTINGS].data_dir
+    down = []
     if not writer.healthy:
-        return web.json_response(
-            {"status": "unavailable", "reasons": ["the log cannot commit"]}, status=503
-        )
+        down.append("the log's last commit failed")
+    if not os.access(data_dir, os.W_OK) or not os.access(data_dir / LOG_FILE, os.W_OK):
+        down.append(f"the log in {data_dir} is not writable")
+    if down:
+        return web.json_response({"status": "unavailable", "reasons": down}, status=503)
     reasons = [
         f"projector {name} is stuck: {error}" for name, error in sorted(runner.errors.items())
     ]

@@ -76,12 +76,33 @@ def _body_text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
+MAX_DEPTH = 64  # Mobio's bodies nest about 6 deep; far deeper is hostile or broken
+
+
+def nesting_depth_exceeds(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Iteratively, so a hostile body cannot exhaust the stack."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
 def read_body(raw: bytes, verified_app_id: str) -> Intake:
     """Validate a body whose signature verified for `verified_app_id`."""
     try:
         body = loads_strict(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return Intake(rejected=[Rejected("not_json", str(exc), _body_text(raw), "body")])
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        detail = "nested too deeply to parse" if isinstance(exc, RecursionError) else str(exc)
+        return Intake(rejected=[Rejected("not_json", detail, _body_text(raw), "body")])
+    if nesting_depth_exceeds(body):
+        detail = f"nested deeper than {MAX_DEPTH} levels"
+        return Intake(rejected=[Rejected("not_envelope", detail, _body_text(raw), "body")])
     try:
         envelope = Envelope.model_validate(body)
     except ValidationError as exc:

@@ -86,6 +86,8 @@ class Envelope(BaseModel):
 
 def entity_kind(event_type: Any) -> str | None:
     """'note' or 'comment' for the six known types, None for anything else."""
+    if not isinstance(event_type, str):
+        return None
     if event_type in NOTE_EVENTS:
         return "note"
     if event_type in COMMENT_EVENTS:

@@ -23,3 +23,9 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 async def client(aiohttp_client, settings: Settings) -> TestClient:  # type: ignore[no-untyped-def]
     return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+def settings_(settings: Settings) -> Settings:
+    """The same settings under another name, for hypothesis tests whose `settings` is taken."""
+    return settings

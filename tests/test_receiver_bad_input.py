@@ -96,6 +96,8 @@ async def test_uppercase_hex_signature_is_accepted(client):
         (b'{"app_id": 7, "block_event": []}', "not_envelope"),
         (b'{"merchant_id": "m"}', "not_envelope"),
         (b'{"block_event": []}', "no_blocks"),
+        (b"[" * 30_000 + b"]" * 30_000, "not_json"),
+        (b"[" * 500 + b"]" * 500, "not_envelope"),
         (json.dumps({"app_id": APP_B, "block_event": [make_block()]}).encode(), "app_mismatch"),
     ],
 )
@@ -150,6 +152,7 @@ INVALID_BLOCKS = {
     "add not an array": _event_with(event_detail=[{"field_key": "x", "add": "a"}]),
     "change null": _event_with(event_detail=[{"field_key": "x", "change": None}]),
     "block a string": "block",
+    "event_type a list": {**make_block(), "event_type": ["note_create"]},
 }
 
 

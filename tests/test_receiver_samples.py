@@ -137,5 +137,8 @@ async def test_a_conflict_delivered_again_is_answered_and_held_once(client, sett
     await signed_post(client, original)
     forged = with_changed_description(original, "<div>forged</div>")
     for _ in range(2):
-        assert await signed_post(client, forged) == (200, {"accepted": 0, "duplicates": 0, "quarantined": 1})
+        assert await signed_post(client, forged) == (
+            200,
+            {"accepted": 0, "duplicates": 0, "quarantined": 1},
+        )
     assert len(rows(settings, "SELECT id FROM quarantine")) == 1
