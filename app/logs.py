@@ -5,15 +5,27 @@ from __future__ import annotations
 import logging
 import sys
 
+import orjson
 import structlog
+
+
+def is_json() -> bool:
+    """JSON lines unless a person is watching the terminal."""
+    return not sys.stderr.isatty()
 
 
 def configure_logging(json_output: bool | None = None, level: int = logging.INFO) -> None:
     if json_output is None:
-        json_output = not sys.stderr.isatty()
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
-    )
+        json_output = is_json()
+    renderer: structlog.typing.Processor
+    factory: structlog.typing.WrappedLogger
+    if json_output:
+        # orjson renders bytes: a delivery's log line costs a few microseconds
+        renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+        factory = structlog.BytesLoggerFactory(file=sys.stderr.buffer)
+    else:
+        renderer = structlog.dev.ConsoleRenderer()
+        factory = structlog.PrintLoggerFactory(file=sys.stderr)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -23,7 +35,7 @@ def configure_logging(json_output: bool | None = None, level: int = logging.INFO
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app.keys import METRICS, READER, SETTINGS
+from eventlog.models import KNOWN_EVENTS
 from eventlog.read import head_seq
 from projections.registry import all_projectors
 from projections.status import all_status
@@ -52,10 +53,30 @@ class Metrics:
             "notestore_delivery_seconds", "Time to answer a webhook delivery",
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        # children bound once: labels() costs a lock and a lookup on every call
+        self._blocks = {o: self.blocks.labels(o) for o in ("accepted", "duplicate", "quarantined")}
+        self._events: dict[str, Counter] = {}
         self.batch_size = Histogram(
             "notestore_group_commit_deliveries", "Deliveries committed together in one transaction",
             buckets=BATCH_BUCKETS, registry=r,
         )  # fmt: skip
+
+    def count_blocks(self, accepted: int, duplicates: int, quarantined: int) -> None:
+        for outcome, n in (
+            ("accepted", accepted),
+            ("duplicate", duplicates),
+            ("quarantined", quarantined),
+        ):
+            if n:
+                self._blocks[outcome].inc(n)
+
+    def event_of_type(self, event_type: str) -> Counter:
+        # unknown types share one label, so signed-but-odd input cannot grow the series
+        event_type = event_type if event_type in KNOWN_EVENTS else "other"
+        child = self._events.get(event_type)
+        if child is None:
+            child = self._events[event_type] = self.events.labels(event_type)
+        return child
 
 
 class StateCollector(Collector):

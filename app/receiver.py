@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
+import orjson
 import structlog
 from aiohttp import web
 
@@ -75,13 +75,11 @@ async def receive(request: web.Request) -> web.Response:
 
 
 def _count(metrics: Metrics, outcome: Outcome) -> None:
-    metrics.blocks.labels("accepted").inc(outcome.accepted)
-    metrics.blocks.labels("duplicate").inc(outcome.duplicates)
-    metrics.blocks.labels("quarantined").inc(outcome.quarantined)
+    metrics.count_blocks(outcome.accepted, outcome.duplicates, outcome.quarantined)
     for reason in outcome.reasons:
         metrics.quarantined.labels(reason).inc()
     for event_type in outcome.event_types:
-        metrics.events.labels(event_type).inc()
+        metrics.event_of_type(event_type).inc()
 
 
 async def _receive(request: web.Request) -> web.Response:
@@ -104,7 +102,7 @@ async def _receive(request: web.Request) -> web.Response:
         intake=intake,
     )
     try:
-        outcome = await asyncio.wrap_future(request.app[WRITER].submit(delivery))
+        outcome = await request.app[WRITER].append(delivery)
     except LogUnavailable as exc:
         log.error(
             "delivery_not_stored", app_id=app_id, request_id=intake.request_id, error=str(exc)
@@ -120,7 +118,7 @@ async def _receive(request: web.Request) -> web.Response:
         reasons=sorted(set(outcome.reasons)) or None,
         ms=round((time.perf_counter() - started) * 1000, 2),
     )
-    return web.json_response(outcome.as_answer())
+    return web.Response(body=orjson.dumps(outcome.as_answer()), content_type="application/json")
 
 
 async def online_check(request: web.Request) -> web.Response:

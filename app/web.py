@@ -11,7 +11,8 @@ from app import api, metrics, openapi, receiver
 from app.config import Settings
 from app.keys import METRICS, RUNNER, SETTINGS, WRITER
 from app.middleware import errors_as_json
-from eventlog.db import LOG_FILE
+from app.views_monitor import ProcessMonitor
+from eventlog.db import LOG_FILE, open_log
 from eventlog.writer import GroupCommitWriter
 from projections.base import Projector
 from projections.registry import all_projectors
@@ -44,14 +45,26 @@ def create_app(settings: Settings, projectors: list[Projector] | None = None) ->
     app[SETTINGS] = settings
 
     async def log_and_views(app: web.Application) -> AsyncIterator[None]:
-        runner = Runner(settings.data_dir, projectors or all_projectors())
-        app[RUNNER] = runner
+        # Injected projectors (tests) run in-process; the real ones in their own process.
+        monitor: Runner | ProcessMonitor
+        if projectors is not None:
+            monitor = Runner(settings.data_dir, projectors, poll_interval=0.05)
+        else:
+            open_log(settings.data_dir).close()
+            monitor = ProcessMonitor(settings.data_dir, all_projectors())
+        app[RUNNER] = monitor
         app[WRITER] = GroupCommitWriter(
-            settings.data_dir, on_commit=runner.notify, on_batch=app[METRICS].batch_size.observe
+            settings.data_dir, on_commit=monitor.notify, on_batch=app[METRICS].batch_size.observe
         )
-        await runner.start()
+        if isinstance(monitor, Runner):
+            await monitor.start()
+        else:
+            monitor.start()
         yield
-        await runner.stop()
+        if isinstance(monitor, Runner):
+            await monitor.stop()
+        else:
+            monitor.stop()
         app[WRITER].close()
 
     metrics.install(app)

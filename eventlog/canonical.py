@@ -1,10 +1,22 @@
-"""Canonical JSON: one text per value, so equal content hashes equally."""
+"""JSON texts with one meaning each: canonical (for hashing and ordering) and compact (for storage).
+
+The receiver's hot path uses orjson (about ten times faster than the json module),
+falling back to the json module for what orjson cannot represent exactly.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from typing import Any
+
+import orjson
+
+# orjson reads integers past 64 bits as floats: bodies holding a run of 19 digits or
+# more are parsed again with the json module, which keeps them exact. The run is found
+# by masking digits and searching in C: a regex costs more than the parse itself.
+_DIGIT_MASK = bytes(ord("1") if chr(b).isdigit() and b < 128 else ord(" ") for b in range(256))
+_LONG_RUN = b"1" * 19
 
 
 def canonical_json(value: Any) -> str:
@@ -13,8 +25,11 @@ def canonical_json(value: Any) -> str:
 
 
 def compact_json(value: Any) -> str:
-    """Key order kept: how a received block is stored."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Key order kept, no spaces, non-ASCII as itself: how a received block is stored."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # an integer past 64 bits, or nesting orjson refuses
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def sha256_hex(data: bytes | str) -> str:
@@ -25,17 +40,21 @@ def sha256_hex(data: bytes | str) -> str:
 
 def event_content_hash(message_id: str, event_type: str, data_event: Any) -> str:
     """What makes two deliveries of one message_id 'the same event' (envelope ignored)."""
-    return sha256_hex(
-        canonical_json(
-            {"message_id": message_id, "event_type": event_type, "data_event": data_event}
-        )
-    )
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    content = {"message_id": message_id, "event_type": event_type, "data_event": data_event}
+    try:
+        text = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        text = canonical_json(content).encode()
+    return hashlib.sha256(text).hexdigest()
 
 
 def loads_strict(raw: bytes | str) -> Any:
-    """json.loads that refuses NaN/Infinity, which Python would otherwise accept."""
-    return json.loads(raw, parse_constant=_reject_constant)
+    """Parse JSON, refusing NaN, Infinity, lone surrogates and invalid UTF-8 (ValueError)."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(str(exc)) from None
+    data = raw if isinstance(raw, bytes) else raw.encode()
+    if _LONG_RUN in data.translate(_DIGIT_MASK):
+        value = json.loads(raw)  # exact big integers; orjson has already vetted the text
+    return value

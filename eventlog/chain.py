@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from eventlog.canonical import canonical_json
+import orjson
 
 GENESIS = "0" * 64
 
@@ -25,11 +25,15 @@ REQUEST_COLUMNS = (
 )  # fmt: skip
 
 
-def _content(values: Sequence[Any]) -> str:
-    cells = [bytes(v).hex() if isinstance(v, bytes | bytearray | memoryview) else v for v in values]
-    return hashlib.sha256(canonical_json(cells).encode()).hexdigest()
+def _content(values: Sequence[Any]) -> bytes:
+    """sha256 of the row's cells as a JSON array (a blob by its own sha256)."""
+    cells = [
+        hashlib.sha256(v).hexdigest() if isinstance(v, bytes | bytearray | memoryview) else v
+        for v in values
+    ]
+    return hashlib.sha256(orjson.dumps(cells)).digest()
 
 
 def link(previous: str, values: Sequence[Any]) -> str:
     """The hash of a row whose columns (in *_COLUMNS order) are `values`."""
-    return hashlib.sha256((previous + _content(values)).encode()).hexdigest()
+    return hashlib.sha256(previous.encode() + _content(values)).hexdigest()

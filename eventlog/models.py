@@ -8,9 +8,19 @@ never to re-serialise what is stored.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictStr,
+    TypeAdapter,
+    with_config,
+)
+from typing_extensions import TypedDict
 
 NOTE_EVENTS = frozenset({"note_create", "note_update_data", "note_delete"})
 COMMENT_EVENTS = frozenset(
@@ -33,44 +43,44 @@ FiniteNumber = Annotated[float, BeforeValidator(_finite_number)]
 Identifier = Annotated[StrictStr, Field(min_length=1, max_length=128)]
 
 
-class DiffItem(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+# TypedDicts validated by a TypeAdapter: the same checks as BaseModels at about half
+# the cost, since nothing is instantiated (the receiver only needs to know "valid or why").
+@with_config(ConfigDict(extra="allow"))
+class DiffItem(TypedDict):
     field_key: StrictStr
-    add: list[Any] = []
-    change: list[Any] = []
-    remove: list[Any] = []
+    add: NotRequired[list[Any]]
+    change: NotRequired[list[Any]]
+    remove: NotRequired[list[Any]]
 
 
-class DataEvent(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+@with_config(ConfigDict(extra="allow"))
+class DataEvent(TypedDict):
     action_time: FiniteNumber
-    event_detail: list[DiffItem] = []
+    event_detail: NotRequired[list[DiffItem]]
 
 
-class Block(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+@with_config(ConfigDict(extra="allow"))
+class Block(TypedDict):
     message_id: Identifier
     event_type: Identifier
     data_event: DataEvent
 
-    @model_validator(mode="before")
-    @classmethod
-    def _entity_id_for_known_types(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        kind = entity_kind(data.get("event_type"))
-        event = data.get("data_event")
-        if kind and isinstance(event, dict):
-            key = f"{kind}_id"
-            value = event.get(key)
-            if not isinstance(value, str) or not value:
-                raise ValueError(
-                    f"data_event.{key} must be a non-empty string for {data['event_type']}"
-                )
-        return data
+
+def _entity_id_for_known_types(block: Block) -> Block:
+    kind = entity_kind(block["event_type"])
+    if kind:
+        key = f"{kind}_id"
+        value = block["data_event"].get(key)
+        if not isinstance(value, str) or not value:
+            raise ValueError(
+                f"data_event.{key} must be a non-empty string for {block['event_type']}"
+            )
+    return block
+
+
+BLOCK: TypeAdapter[Block] = TypeAdapter(
+    Annotated[Block, AfterValidator(_entity_id_for_known_types)]
+)
 
 
 class Envelope(BaseModel):

@@ -1,17 +1,18 @@
 """One writer thread that commits whatever is queued as one transaction (group commit).
 
-Callers submit a Delivery and get a concurrent.futures.Future that resolves
-once the transaction holding it is durable, or fails with LogUnavailable.
+Callers `await writer.append(delivery)`: it returns once the transaction holding
+the delivery is durable, or raises LogUnavailable. The answers of one batch are
+handed back to the event loop in one call, not one wake-up per delivery.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
@@ -29,7 +30,7 @@ class LogUnavailable(Exception):
     """The log could not commit (disk full, locked past the timeout, closed)."""
 
 
-_Item = tuple[Delivery, "Future[Outcome]"]
+_Item = tuple[Delivery, asyncio.AbstractEventLoop, "asyncio.Future[Outcome]"]
 
 
 class GroupCommitWriter:
@@ -56,13 +57,13 @@ class GroupCommitWriter:
         self._thread.start()
         self._checkpointer.start()
 
-    def submit(self, delivery: Delivery) -> Future[Outcome]:
-        future: Future[Outcome] = Future()
+    async def append(self, delivery: Delivery) -> Outcome:
         if self._stopping.is_set():
-            future.set_exception(LogUnavailable("the log is shutting down"))
-        else:
-            self._queue.put((delivery, future))
-        return future
+            raise LogUnavailable("the log is shutting down")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        self._queue.put((delivery, loop, future))
+        return await future
 
     def close(self) -> None:
         """Finish what is queued, then stop."""
@@ -100,7 +101,7 @@ class GroupCommitWriter:
 
     def _commit(self, items: list[_Item]) -> None:
         try:
-            outcomes = append_deliveries(self._conn, [d for d, _ in items])
+            outcomes = append_deliveries(self._conn, [d for d, _, _ in items])
         except Exception as exc:
             if len(items) > 1:
                 # Do not let one odd delivery sink its batch: retry each alone.
@@ -109,13 +110,12 @@ class GroupCommitWriter:
                 return
             self.healthy = False
             log.error("log_commit_failed", error=str(exc))
-            items[0][1].set_exception(LogUnavailable(str(exc)))
+            _settle(items, [LogUnavailable(str(exc))])
             return
         self.healthy = True
         if self._on_batch is not None:
             self._on_batch(len(items))
-        for (_, future), outcome in zip(items, outcomes, strict=True):
-            future.set_result(outcome)
+        _settle(items, outcomes)
         if self._on_commit is not None and any(o.seqs for o in outcomes):
             self._on_commit(max(max(o.seqs) for o in outcomes if o.seqs))
 
@@ -130,3 +130,25 @@ class GroupCommitWriter:
                     log.warning("wal_checkpoint_failed", error=str(exc))
         finally:
             conn.close()
+
+
+def _settle(items: list[_Item], results: Sequence[Outcome | Exception]) -> None:
+    """Resolve each waiting request, with one wake-up per event loop."""
+    by_loop: dict[
+        asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Outcome], Outcome | Exception]]
+    ] = {}
+    for (_, loop, future), result in zip(items, results, strict=True):
+        by_loop.setdefault(loop, []).append((future, result))
+    for loop, pairs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+            loop.call_soon_threadsafe(_resolve, pairs)
+
+
+def _resolve(pairs: list[tuple[asyncio.Future[Outcome], Outcome | Exception]]) -> None:
+    for future, result in pairs:
+        if future.done():  # the request was cancelled (client went away)
+            continue
+        if isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

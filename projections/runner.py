@@ -1,8 +1,10 @@
-"""Runs every projector inside `notestore serve`: rebuild if needed, catch up, then tail.
+"""Runs every projector: rebuild if needed, catch up, then tail.
 
 Each projector has its own task, connections and worker thread, so one failing
-does not stop the others. A task wakes right after each receiver commit
-(coalesced: many commits, one wake) and polls too, for events other processes append.
+does not stop the others. A task wakes on notify() (in-process use) and polls
+too, for events other processes append. After a partial batch it waits
+min_interval, so a stream of small commits is folded in a few large batches.
+`notestore serve` runs this in a process of its own (projections/process.py).
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ class Runner:
         projectors: list[Projector],
         poll_interval: float = 0.5,
         retry_interval: float = 2.0,
+        min_interval: float = 0.0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.projectors = projectors
         self.poll_interval = poll_interval
+        self.min_interval = min_interval
         self.retry_interval = retry_interval
         self.ready: set[str] = set()
         self.errors: dict[str, str] = {}
@@ -116,7 +120,10 @@ class Runner:
                 await self._failed(projector, views, exc)
                 continue
             self._succeeded(projector, views)
+            if applied == BATCH:
+                continue
             if applied:
+                await asyncio.sleep(self.min_interval)  # let more arrive: fewer, larger batches
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), self.poll_interval)

@@ -187,3 +187,17 @@ async def test_unknown_routes_and_methods_answer_json(client):
     assert resp.status == 404 and "error" in await resp.json()
     resp = await client.delete("/webhooks/mobio")
     assert resp.status == 405 and "error" in await resp.json()
+
+
+async def test_big_integers_are_stored_exactly(client, settings):
+    raw = b'{"block_event": [{"message_id": "m-big", "event_type": "deal_x", "data_event": {"action_time": 1, "big": 123456789012345678901234567890}}]}'
+    status, answer = await post_raw(client, raw, {SIGNATURE_HEADER: signature(raw)})
+    assert (status, answer["accepted"]) == (200, 1)
+    assert "123456789012345678901234567890" in snapshot(settings.events_path)["events"][0][14]
+
+
+async def test_a_lone_surrogate_escape_is_quarantined_not_a_503(client, settings):
+    raw = b'{"block_event": [{"message_id": "m-\\ud800", "event_type": "x", "data_event": {"action_time": 1}}]}'
+    status, answer = await post_raw(client, raw, {SIGNATURE_HEADER: signature(raw)})
+    assert (status, answer) == (200, {"accepted": 0, "duplicates": 0, "quarantined": 1})
+    assert quarantine_rows(settings)[0][0] == "not_json"

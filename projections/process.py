@@ -1,0 +1,42 @@
+"""The projectors in a process of their own, so folding never takes the receiver's CPU or GIL.
+
+`notestore serve` starts this with multiprocessing (spawn) and stops it with
+SIGTERM; it also exits by itself if its parent dies (even by SIGKILL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+from projections.registry import all_projectors
+from projections.runner import Runner
+
+POLL_S = 0.02  # a cheap max(seq) query; bounds how stale views get
+COALESCE_S = 0.05
+NICENESS = 5  # under load the receiver and its clients come first
+
+
+async def _run(data_dir: Path, parent: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    runner = Runner(data_dir, all_projectors(), poll_interval=POLL_S, min_interval=COALESCE_S)
+    await runner.start()
+    while not stop.is_set() and os.getppid() == parent:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    await runner.stop()
+
+
+def main(data_dir: str, parent: int, json_logs: bool) -> None:
+    from app.logs import configure_logging  # the child configures logging as serve does
+
+    configure_logging(json_logs)
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
+    asyncio.run(_run(Path(data_dir), parent))
