@@ -7,6 +7,7 @@ then defaults. A relative data_dir is resolved against the config file's folder
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tomllib
@@ -94,6 +95,7 @@ class Settings(BaseSettings):
 _FILE_VALUES: dict[int, dict[str, Any]] = {}
 
 
+@functools.lru_cache(maxsize=256)
 def fingerprint(secret: str) -> str:
     """Names a secret without revealing it: stored with each request."""
     return hashlib.sha256(b"notestore-secret-fingerprint:" + secret.encode()).hexdigest()[:16]

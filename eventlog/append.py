@@ -23,6 +23,10 @@ class Delivery:
     signature: str
     body: bytes
     intake: Intake
+    body_digest: str = field(init=False)  # for the hash chain, computed before the writer
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "body_digest", chain.digest(self.body))
 
 
 @dataclass(slots=True)
@@ -62,7 +66,7 @@ class Batch:
             self.request_id, d.received_at, d.app_id, d.secret_fingerprint, d.signature,
             d.intake.request_id, d.body,
         )  # fmt: skip
-        self.request_hash = chain.link(self.request_hash, values)
+        self.request_hash = chain.link(self.request_hash, values, d.body_digest)
         self.conn.execute(
             "INSERT INTO requests (id, received_at, app_id, secret_fingerprint, signature,"
             " request_id, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -79,7 +83,7 @@ class Batch:
             ev.note_id, ev.merchant_id, app_id, request_id, ref, ev.action_time,
             ev.created_time, at, ev.block,
         )  # fmt: skip
-        self.event_hash = chain.link(self.event_hash, values)
+        self.event_hash = chain.link(self.event_hash, values, ev.block_digest)
         self.conn.execute(
             f"INSERT INTO events ({', '.join(chain.EVENT_COLUMNS)}, hash)"
             f" VALUES ({', '.join('?' * (len(values) + 1))})",

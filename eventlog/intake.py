@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from eventlog import chain
 from eventlog.canonical import compact_json, event_content_hash, loads_strict, sha256_hex
 from eventlog.models import BLOCK, Envelope, entity_kind
 
@@ -29,6 +30,7 @@ class NewEvent:
     action_time: float
     created_time: float | None
     block: str
+    block_digest: str  # for the hash chain, computed here rather than in the writer
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,7 @@ def read_block(raw_block: Any) -> NewEvent | Rejected:
         )
     data_event = raw_block["data_event"]
     event_type = raw_block["event_type"]
+    block = compact_json(raw_block)
     kind = entity_kind(event_type)
     return NewEvent(
         message_id=raw_block["message_id"],
@@ -142,5 +145,6 @@ def read_block(raw_block: Any) -> NewEvent | Rejected:
         merchant_id=_str_or_none(data_event.get("merchant_id")),
         action_time=float(data_event["action_time"]),
         created_time=_number_or_none(data_event.get("created_time")),
-        block=compact_json(raw_block),
+        block=block,
+        block_digest=chain.digest(block),
     )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
+
+from eventlog.canonical import loads_strict
 
 _COLUMNS = (
     "seq, message_id, event_type, entity, entity_id, note_id, merchant_id, app_id,"
@@ -33,7 +34,7 @@ class LogEvent:
 
     @cached_property
     def data_event(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.block)["data_event"]
+        data: dict[str, Any] = loads_strict(self.block)["data_event"]
         return data
 
     @property

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
+from eventlog.canonical import compact_json, loads_strict
 from eventlog.read import LogEvent
 from projections.fold import EntityState
 
@@ -59,7 +59,7 @@ class EntityProjector(Projector):
             f"SELECT state FROM {self.state_table}{suffix} WHERE {self.key_column} = ?",
             (entity_id,),
         ).fetchone()
-        return EntityState.from_json(entity_id, json.loads(row[0])) if row else None
+        return EntityState.from_json(entity_id, loads_strict(row[0])) if row else None
 
     @abstractmethod
     def save(self, conn: sqlite3.Connection, suffix: str, state: EntityState) -> None:
@@ -67,19 +67,34 @@ class EntityProjector(Projector):
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[LogEvent], suffix: str) -> None:
         touched: dict[str, EntityState] = {}
+        self.fold_into(conn, events, suffix, touched)
+        self.save_all(conn, suffix, touched)
+
+    def fold_into(
+        self,
+        conn: sqlite3.Connection,
+        events: Sequence[LogEvent],
+        suffix: str,
+        states: dict[str, EntityState],
+    ) -> None:
+        """Fold events into `states`, loading an entity from its table the first time it is met."""
         for event in events:
             entity_id = self.entity_of(event)
             if entity_id is None:
                 continue
-            state = touched.get(entity_id)
+            state = states.get(entity_id)
             if state is None:
                 state = self.load(conn, suffix, entity_id) or EntityState(entity_id)
-                touched[entity_id] = state
+                states[entity_id] = state
             try:
                 state.fold(event)
             except Exception as exc:
                 raise ProjectionFailed(self.name, event, exc) from exc
-        for state in touched.values():
+
+    def save_all(
+        self, conn: sqlite3.Connection, suffix: str, states: dict[str, EntityState]
+    ) -> None:
+        for state in states.values():
             self.save(conn, suffix, state)
 
 
@@ -97,11 +112,11 @@ def upsert(conn: sqlite3.Connection, table: str, key: str, row: dict[str, object
 def state_text(state: EntityState) -> str:
     # No sort_keys: to_json already orders its own keys, and a register's value keeps the
     # key order it was received with, so a reloaded state renders the same doc as a fresh one.
-    return json.dumps(state.to_json(), separators=(",", ":"), ensure_ascii=False)
+    return compact_json(state.to_json())
 
 
 def doc_text(doc: object) -> str:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    return compact_json(doc)
 
 
 def dump_tables(

@@ -17,7 +17,7 @@ from projections.runner import Runner
 
 POLL_S = 0.02  # a cheap max(seq) query; bounds how stale views get
 COALESCE_S = 0.05
-NICENESS = 5  # under load the receiver and its clients come first
+NICENESS = 10  # under load the receiver and its clients come first; views catch up after
 
 
 async def _run(data_dir: Path, parent: int) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from eventlog.canonical import canonical_json
+import orjson
+
+from eventlog.canonical import canonical_json, loads_strict
 
 ALIASES = {"create_by": "created_by", "update_by": "updated_by", "mention": "mentions"}
 LIST_FIELDS = frozenset({"attachment_ids", "file_attachment_ids", "mentions", "account_mentions"})
@@ -79,8 +80,10 @@ def elements_of(value: Any) -> list[Any]:
 
 def element_key(element: Any) -> str:
     """Elements are compared and ordered by their canonical JSON text."""
+    if isinstance(element, str):  # the usual case: orjson writes a string exactly as json does
+        return orjson.dumps(element).decode()
     return canonical_json(element)
 
 
 def element_value(key: str) -> Any:
-    return json.loads(key)
+    return loads_strict(key)

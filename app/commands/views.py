@@ -16,7 +16,7 @@ from app.cli import command, settings_of
 from app.errors import ConfigError, NotestoreError
 from eventlog.db import LOG_FILE, connect, open_log
 from eventlog.read import log_counts
-from projections.rebuild import rebuild
+from projections.rebuild import rebuild_all
 from projections.registry import all_projectors, projectors_named
 from projections.status import all_status
 from projections.store import open_views
@@ -100,7 +100,7 @@ def rebuild_views(args: argparse.Namespace) -> int:
     log = open_existing_log(data_dir)
     views = open_views(data_dir)
     columns = (
-        TextColumn("{task.description:<10}"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]:>10} events/s"),
@@ -108,16 +108,14 @@ def rebuild_views(args: argparse.Namespace) -> int:
     )
     try:
         with Progress(*columns) as progress:
-            for projector in chosen:
-                task = progress.add_task(projector.name, total=None, rate="")
+            task = progress.add_task(", ".join(p.name for p in chosen), total=None, rate="")
 
-                def show(done: int, total: int, task: Any = task) -> None:
-                    elapsed = progress.tasks[task].elapsed or 0
-                    rate = f"{done / elapsed:,.0f}" if elapsed else ""
-                    progress.update(task, completed=done, total=total, rate=rate)
+            def show(done: int, total: int) -> None:
+                elapsed = progress.tasks[task].elapsed or 0
+                rate = f"{done / elapsed:,.0f}" if elapsed else ""
+                progress.update(task, completed=done, total=total, rate=rate)
 
-                checkpoint = rebuild(projector, views, log, show)
-                progress.update(task, completed=checkpoint, total=checkpoint)
+            checkpoint = rebuild_all(chosen, views, log, show)
     finally:
         log.close()
         views.close()
