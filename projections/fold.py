@@ -139,6 +139,19 @@ class EntityState:
         )
 
 
+def own_candidates(event: LogEvent, names: frozenset[str]) -> dict[str, Any]:
+    """The event's own register candidates for the given fields (aliases folded, deletes too)."""
+    is_delete = event.event_type in DELETE_EVENTS
+    found: dict[str, Any] = {}
+    for item in event.data_event.get("event_detail") or ():
+        name = canonical_field(item["field_key"])
+        if name in names:
+            candidate = _register_candidate(item, is_delete)
+            if candidate is not _NO_CANDIDATE:
+                found[name] = candidate
+    return found
+
+
 def _register_candidate(item: dict[str, Any], is_delete: bool) -> Any:
     if change := item.get("change"):
         last = change[-1]

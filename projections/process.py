@@ -16,7 +16,7 @@ from projections.registry import all_projectors
 from projections.runner import Runner
 
 POLL_S = 0.02  # a cheap max(seq) query; bounds how stale views get
-COALESCE_S = 0.05
+COALESCE_S = 0.02
 NICENESS = 10  # under load the receiver and its clients come first; views catch up after
 
 

@@ -49,6 +49,7 @@ class Runner:
         self.errors: dict[str, str] = {}
         self._wakes = {p.name: asyncio.Event() for p in projectors}
         self._stop = threading.Event()
+        self._write_lock = threading.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._startup_head = 0
@@ -115,7 +116,7 @@ class Runner:
         while not self._stop.is_set():
             wake.clear()
             try:
-                applied = await asyncio.to_thread(step, projector, views, events, limit=BATCH)
+                applied = await asyncio.to_thread(self._step, projector, views, events)
             except Exception as exc:
                 await self._failed(projector, views, exc)
                 continue
@@ -127,6 +128,14 @@ class Runner:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), self.poll_interval)
+
+    def _step(
+        self, projector: Projector, views: sqlite3.Connection, events: sqlite3.Connection
+    ) -> int:
+        # One projector writes views.db at a time: waiting on this lock wakes at once, while
+        # SQLite's busy handler would sleep in steps of up to 100 ms between retries.
+        with self._write_lock:
+            return step(projector, views, events, limit=BATCH)
 
     def _succeeded(self, projector: Projector, views: sqlite3.Connection) -> None:
         if projector.name in self.errors:

@@ -86,4 +86,6 @@ def element_key(element: Any) -> str:
 
 
 def element_value(key: str) -> Any:
+    if key[0] == '"' and "\\" not in key:  # a plain string, the usual case: no parse needed
+        return key[1:-1]
     return loads_strict(key)

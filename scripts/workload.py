@@ -40,7 +40,9 @@ class Workload:
         note = self._note()
         if "note_id" in event:
             event["note_id"] = note
-            mentioned = self.rng.sample(self.accounts, self.rng.randint(0, 3))
+            # a note mentions the same one to three people each time it is edited
+            seed = int(note, 16)
+            mentioned = [self.accounts[(seed >> (8 * k)) % len(self.accounts)] for k in range(seed % 3 + 1)]
             event["event_detail"].append(
                 {"field_key": "account_mentions", "field_name": "Người được nhắc đến",
                  "add": [mentioned], "change": [], "remove": []}

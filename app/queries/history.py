@@ -8,15 +8,16 @@ from typing import Any
 from app.errors import NotFound
 from app.queries.scope import Scope
 from eventlog.read import LogEvent, read_by_entity, read_from
-from projections.fold import EntityState
+from projections.fold import own_candidates
+
+_ACTOR_FIELDS = frozenset({"updated_by", "created_by"})
 
 
 def actor(event: LogEvent) -> Any:
     """The event's own candidate for updated_by, else created_by (aliases folded, deletes too)."""
-    state = EntityState(event.entity_id or "")
-    state.fold(event)
-    updated = state.register("updated_by")
-    return updated if updated is not None else state.register("created_by")
+    own = own_candidates(event, _ACTOR_FIELDS)
+    updated = own.get("updated_by")
+    return updated if updated is not None else own.get("created_by")
 
 
 def history_item(event: LogEvent) -> dict[str, Any]:

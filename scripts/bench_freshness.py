@@ -1,0 +1,143 @@
+#!/usr/bin/env python
+"""Freshness benchmark: time from a delivery's 200 to its effect being visible through the API,
+under a steady load at half of notestore's maximum ingest rate (measured first, same run).
+
+Target: p99 <= 250 ms.
+
+    python scripts/bench_freshness.py [--seconds 10] [--rate N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import SECRETS, p99  # noqa: E402
+from load import run_load, write_bodies  # noqa: E402
+from workload import Workload  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from app.signing import SIGNATURE_HEADER, sign  # noqa: E402
+from tests.server import Server, write_config  # noqa: E402
+
+TARGET_MS = 250.0
+TOKEN = {"Authorization": "Bearer bench"}
+
+
+def signed(work: Workload) -> tuple[str, bytes, dict]:  # type: ignore[type-arg]
+    body = work.body()
+    raw = json.dumps(body, ensure_ascii=False).encode()
+    return sign(body["app_id"], raw, SECRETS[body["app_id"]][0]), raw, body
+
+
+def max_rate(folder: Path, seconds: int) -> float:
+    """notestore's ingest rate at 64 connections, on data of its own."""
+    work = Workload(seed=11)
+    bodies = folder / "max.txt"
+    write_bodies(bodies, [signed(work)[:2] for _ in range(40_000)])
+    (folder / "max").mkdir()
+    config = write_config(folder / "max", SECRETS, {"bench": ["*"]})
+    with Server(config) as server:
+        return run_load(f"{server.url}/webhooks/mobio", bodies, seconds, 64).rate
+
+
+async def probe(
+    session: aiohttp.ClientSession, url: str, raw: bytes, sig: str, note: str, lags: list[float]
+) -> None:
+    async with session.post(
+        f"{url}/webhooks/mobio", data=raw, headers={SIGNATURE_HEADER: sig}
+    ) as resp:
+        assert resp.status == 200
+    answered = time.perf_counter()
+    while True:
+        async with session.get(f"{url}/notes/{note}", headers=TOKEN) as resp:
+            if resp.status == 200:
+                lags.append((time.perf_counter() - answered) * 1000)
+                return
+        await asyncio.sleep(0.01)  # 10 ms resolution; faster polling would load the server itself
+
+
+async def steady(url: str, rate: float, seconds: float) -> list[float]:
+    """Deliveries at a fixed rate; every tenth is a probe: a note seen for the first time."""
+    work = Workload(seed=12)
+    lags: list[float] = []
+    tasks = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
+        started = time.perf_counter()
+        n = 0
+        while time.perf_counter() - started < seconds:
+            sig, raw, body = signed(work)
+            if n % 10 == 0:
+                block = body["block_event"][0]
+                block["event_type"] = "note_update_data"
+                block["data_event"].pop("comment_id", None)
+                note = f"probe-{n}"
+                block["data_event"]["note_id"] = note
+                raw = json.dumps(body, ensure_ascii=False).encode()
+                sig = sign(body["app_id"], raw, SECRETS[body["app_id"]][0])
+                tasks.append(asyncio.create_task(probe(session, url, raw, sig, note, lags)))
+            else:
+                tasks.append(
+                    asyncio.create_task(
+                        session.post(
+                            f"{url}/webhooks/mobio", data=raw, headers={SIGNATURE_HEADER: sig}
+                        )
+                    )
+                )
+            n += 1
+            await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+        results = await asyncio.gather(*tasks)
+        for r in results:
+            if r is not None:
+                r.release()
+    return lags
+
+
+def wait_for_views(url: str) -> None:
+    """The views are built on start: measure freshness only once they are live."""
+    import urllib.request
+
+    while True:
+        with urllib.request.urlopen(f"{url}/healthz") as resp:
+            if not json.loads(resp.read())["views_catching_up"]:
+                return
+        time.sleep(0.05)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument(
+        "--rate", type=float, help="deliveries per second (default: half the measured maximum)"
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        rate = args.rate
+        if rate is None:
+            top = max_rate(folder, 5)
+            rate = top / 2
+            print(f"maximum ingest {top:,.0f} req/s; steady load at {rate:,.0f} req/s")
+        (folder / "run").mkdir()
+        with Server(write_config(folder / "run", SECRETS, {"bench": ["*"]})) as server:
+            wait_for_views(server.url)
+            lags = asyncio.run(steady(server.url, rate, args.seconds))
+    worst = p99(lags)
+    print(
+        f"{len(lags)} probes: median {sorted(lags)[len(lags) // 2]:.1f} ms, p99 {worst:.1f} ms (target <= {TARGET_MS} ms)"
+    )
+    ok = worst <= TARGET_MS
+    print("PASS" if ok else f"FAIL: p99 {worst:.1f} ms above {TARGET_MS} ms")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
