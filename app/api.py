@@ -11,6 +11,7 @@ from aiohttp import web
 
 from app.errors import BadRequest, Unavailable
 from app.keys import READER, RUNNER, SETTINGS
+from app.middleware import json_response
 from app.queries import history, mentions, notes, params
 from app.queries.scope import Scope, scope_for
 from eventlog.db import LOG_FILE, connect
@@ -48,7 +49,7 @@ def _ready(request: web.Request, *views: str) -> None:
 
 
 def _answer(body: dict[str, Any]) -> web.Response:
-    return web.json_response(body)
+    return json_response(body)
 
 
 async def get_note(request: web.Request) -> web.Response:

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
 
 from app.errors import NotestoreError, Unavailable
+from eventlog.canonical import compact_json
 
 log = structlog.get_logger("notestore.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    """A JSON answer, encoded with orjson (the json module for what orjson cannot encode)."""
+    return web.Response(
+        body=compact_json(body).encode(), status=status, content_type="application/json"
+    )
 
 
 def error_response(

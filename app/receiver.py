@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 
-import orjson
 import structlog
 from aiohttp import web
 
@@ -13,6 +12,7 @@ from app.config import Settings, fingerprint
 from app.errors import PayloadTooLarge, Unauthorized, Unavailable
 from app.keys import METRICS, SETTINGS, WRITER
 from app.metrics import Metrics
+from app.middleware import json_response
 from app.signing import SIGNATURE_HEADER, match_secret
 from eventlog.append import Delivery, Outcome
 from eventlog.intake import read_body
@@ -118,7 +118,7 @@ async def _receive(request: web.Request) -> web.Response:
         reasons=sorted(set(outcome.reasons)) or None,
         ms=round((time.perf_counter() - started) * 1000, 2),
     )
-    return web.Response(body=orjson.dumps(outcome.as_answer()), content_type="application/json")
+    return json_response(outcome.as_answer())
 
 
 async def online_check(request: web.Request) -> web.Response:

@@ -42,7 +42,9 @@ class Workload:
             event["note_id"] = note
             # a note mentions the same one to three people each time it is edited
             seed = int(note, 16)
-            mentioned = [self.accounts[(seed >> (8 * k)) % len(self.accounts)] for k in range(seed % 3 + 1)]
+            mentioned = [
+                self.accounts[(seed >> (8 * k)) % len(self.accounts)] for k in range(seed % 3 + 1)
+            ]
             event["event_detail"].append(
                 {"field_key": "account_mentions", "field_name": "Người được nhắc đến",
                  "add": [mentioned], "change": [], "remove": []}
