@@ -146,6 +146,7 @@ def add_events(
                 conn, Rejected("conflict", detail, ev.block, "block", ev.message_id), ref, at
             )
             outcome.quarantined += 1
+            outcome.reasons.append("conflict")
 
 
 def _store(conn: sqlite3.Connection, batch: Batch, d: Delivery) -> Outcome:

@@ -63,7 +63,7 @@ def _str_or_none(value: Any) -> str | None:
 def _number_or_none(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    return float(value) + 0.0  # -0.0 would read back from SQLite as 0.0 and break the chain
 
 
 def describe_validation(error: ValidationError) -> str:
@@ -143,7 +143,7 @@ def read_block(raw_block: Any) -> NewEvent | Rejected:
         entity_id=data_event[f"{kind}_id"] if kind else None,
         note_id=_str_or_none(data_event.get("note_id")),
         merchant_id=_str_or_none(data_event.get("merchant_id")),
-        action_time=float(data_event["action_time"]),
+        action_time=float(data_event["action_time"]) + 0.0,  # -0.0 reads back as 0.0
         created_time=_number_or_none(data_event.get("created_time")),
         block=block,
         block_digest=chain.digest(block),

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventlog import chain
+from eventlog.canonical import event_content_hash, loads_strict
 
 BATCH = 5000
 # (app_id, fingerprint, body) -> the signature that secret gives, or None if no such secret
@@ -94,6 +95,49 @@ def walk_chain(
     return report
 
 
+def _origin_checker(conn: sqlite3.Connection) -> Callable[[tuple[Any, ...], ChainReport], None]:
+    """Each event's block must be one its request's signed body carries, with the same content.
+
+    Without this a forged row, chained correctly and pointing at a genuine request, would pass.
+    """
+    bodies: dict[int, dict[str, str]] = {}  # request id -> message_id -> content hash (small cache)
+
+    def carried(request_ref: int) -> dict[str, str]:
+        if request_ref not in bodies:
+            if len(bodies) > 1000:
+                bodies.clear()
+            row = conn.execute("SELECT body FROM requests WHERE id = ?", (request_ref,)).fetchone()
+            found: dict[str, str] = {}
+            try:
+                for block in loads_strict(bytes(row[0]))["block_event"] if row else ():
+                    found.setdefault(
+                        block["message_id"],
+                        event_content_hash(
+                            block["message_id"], block["event_type"], block["data_event"]
+                        ),
+                    )
+            except (ValueError, TypeError, KeyError, RecursionError):
+                pass  # a body that cannot be read carries no event
+            bodies[request_ref] = found
+        return bodies[request_ref]
+
+    def check(row: tuple[Any, ...], report: ChainReport) -> None:
+        seq, message_id, content_hash, request_ref, block = row[0], row[1], row[2], row[10], row[14]
+        try:
+            stored = loads_strict(block)
+            own = event_content_hash(message_id, stored["event_type"], stored["data_event"])
+        except (ValueError, TypeError, KeyError, RecursionError):
+            own = None
+        if own != content_hash:
+            report.bad(seq, f"events seq {seq}: its block does not match its content hash")
+        elif carried(request_ref).get(message_id) != content_hash:
+            report.bad(
+                seq, f"events seq {seq}: not carried by the request it names (id {request_ref})"
+            )
+
+    return check
+
+
 def verify_log(
     conn: sqlite3.Connection,
     signer: Signer,
@@ -113,6 +157,8 @@ def verify_log(
                 request_id, f"requests id {request_id}: stored signature does not match its body"
             )
 
-    events = walk_chain(conn, "events", "seq", chain.EVENT_COLUMNS, None, expect_head, progress)
+    events = walk_chain(
+        conn, "events", "seq", chain.EVENT_COLUMNS, _origin_checker(conn), expect_head, progress
+    )
     requests = walk_chain(conn, "requests", "id", chain.REQUEST_COLUMNS, check_signature)
     return VerifyReport(events, requests, unverifiable, expect_head)

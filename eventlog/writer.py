@@ -71,6 +71,15 @@ class GroupCommitWriter:
         self._queue.put(None)
         self._thread.join()
         self._checkpointer.join()
+        # An append() that raced the stop may have queued after the writer's last batch.
+        late: list[_Item] = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                item = self._queue.get_nowait()
+                if item is not None:
+                    late.append(item)
+        if late:
+            _settle(late, [LogUnavailable("the log is shutting down")] * len(late))
         with contextlib.suppress(sqlite3.Error):
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         self._conn.close()

@@ -12,7 +12,7 @@ from projections.fold import EntityState
 
 class CommentsProjector(EntityProjector):
     name = "comments"
-    version = 1
+    version = 2  # 2: list fields that named no element stay out of extra
     event_types = COMMENT_EVENTS
     tables = ("comments",)
     state_table = "comments"

@@ -95,6 +95,8 @@ class EntityState:
             removed += [e for e in before if element_key(e) not in to_keys]
         # A delete's remove lists the last values: they count as present at the delete.
         (added if is_delete else removed).extend(elements_of(item.get("remove")))
+        if not added and not removed:
+            return  # a diff that names no element leaves no trace (spec: absent from extra)
         elements = self.sets.setdefault(name, {})
         for value, slot in [(v, 0) for v in added] + [(v, 1) for v in removed]:
             marks = elements.setdefault(element_key(value), [None, None])

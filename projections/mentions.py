@@ -15,7 +15,7 @@ from projections.fold import EntityState
 
 class MentionsProjector(EntityProjector):
     name = "mentions"
-    version = 1
+    version = 2  # 2: list fields that named no element stay out of extra
     event_types = NOTE_EVENTS
     tables = ("mention_notes", "mentions")
     state_table = "mention_notes"

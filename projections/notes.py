@@ -25,7 +25,7 @@ def related_ids(doc: dict[str, Any]) -> Iterator[str]:
 
 class NotesProjector(EntityProjector):
     name = "notes"
-    version = 1
+    version = 2  # 2: list fields that named no element stay out of extra
     event_types = NOTE_EVENTS
     tables = ("notes", "note_links")
     state_table = "notes"

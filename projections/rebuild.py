@@ -19,6 +19,10 @@ from projections.store import REBUILD, set_position
 Progress = Callable[[int, int], None]  # (events done, events in the log)
 
 
+class RebuildSuperseded(Exception):
+    """Another rebuild of the same view started meanwhile; this one stops without writing."""
+
+
 def _drop(views: sqlite3.Connection, projector: Projector, suffix: str) -> None:
     for table in projector.tables:
         views.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
@@ -55,14 +59,21 @@ def start_rebuild(views: sqlite3.Connection, projector: Projector) -> int:
     return generation
 
 
-def swap_in(views: sqlite3.Connection, log: sqlite3.Connection, projector: Projector) -> int:
+def swap_in(
+    views: sqlite3.Connection, log: sqlite3.Connection, projector: Projector, generation: int
+) -> int:
     """Catch up the rebuilt tables and make them the live ones, atomically."""
     views.execute("BEGIN IMMEDIATE")
     try:
+        current = views.execute(
+            "SELECT generation FROM rebuilds WHERE name = ?", (projector.name,)
+        ).fetchone()
+        if current is None or current[0] != generation:
+            raise RebuildSuperseded(f"another rebuild of {projector.name} started meanwhile")
         while apply_pending(projector, views, log, REBUILD, BATCH):
             pass
-        checkpoint, generation = views.execute(
-            "SELECT checkpoint, generation FROM rebuilds WHERE name = ?", (projector.name,)
+        (checkpoint,) = views.execute(
+            "SELECT checkpoint FROM rebuilds WHERE name = ?", (projector.name,)
         ).fetchone()
         _drop(views, projector, "")
         for table in projector.tables:
@@ -75,6 +86,7 @@ def swap_in(views: sqlite3.Connection, log: sqlite3.Connection, projector: Proje
             (projector.name, projector.version, checkpoint, generation, time.time()),
         )
         views.execute("DELETE FROM rebuilds WHERE name = ?", (projector.name,))
+        views.execute("DELETE FROM projector_errors WHERE name = ?", (projector.name,))
         views.execute("COMMIT")
     except BaseException:
         if views.in_transaction:
@@ -91,13 +103,13 @@ def rebuild(
     batch: int = 5000,
 ) -> int:
     """Replay the log into new tables in short transactions, then swap; returns the checkpoint."""
-    start_rebuild(views, projector)
+    generation = start_rebuild(views, projector)
     done = 0
     while applied := step(projector, views, log, REBUILD, batch):
         done += applied
         if progress:
             progress(done, max(done, head_seq(log)))
-    checkpoint = swap_in(views, log, projector)
+    checkpoint = swap_in(views, log, projector, generation)
     if progress:
         progress(checkpoint, checkpoint)
     return checkpoint
@@ -120,22 +132,31 @@ def rebuild_all(
     Folded states are kept in memory and written (with the rebuild checkpoint, in one
     transaction) when FLUSH_ENTITIES are held or the log ends; then each view is swapped in.
     """
-    for projector in projectors:
-        start_rebuild(views, projector)
+    generations = {p.name: start_rebuild(views, p) for p in projectors}
     entity_projectors = [p for p in projectors if isinstance(p, EntityProjector)]
     others = [p for p in projectors if not isinstance(p, EntityProjector)]
     held: dict[str, dict[str, EntityState]] = {p.name: {} for p in entity_projectors}
     total = head_seq(log)
-    done = 0
+    done = flushed = 0
 
     def flush(upto: int) -> None:
+        nonlocal flushed
         views.execute("BEGIN IMMEDIATE")
         try:
             for p in entity_projectors:
+                # states were folded outside this transaction: write them only if the tables
+                # are still this run's, exactly as far as this run left them
+                mine = views.execute(
+                    "SELECT 1 FROM rebuilds WHERE name = ? AND generation = ? AND checkpoint = ?",
+                    (p.name, generations[p.name], flushed),
+                ).fetchone()
+                if mine is None:
+                    raise RebuildSuperseded(f"another rebuild of {p.name} started meanwhile")
                 p.save_all(views, REBUILD.suffix, held[p.name])
                 set_position(views, p.name, REBUILD, upto)
                 held[p.name].clear()
             views.execute("COMMIT")
+            flushed = upto
         except BaseException:
             if views.in_transaction:
                 views.execute("ROLLBACK")
@@ -156,7 +177,7 @@ def rebuild_all(
             pass
     checkpoint = 0
     for projector in projectors:
-        checkpoint = swap_in(views, log, projector)
+        checkpoint = swap_in(views, log, projector, generations[projector.name])
     if progress:
         progress(checkpoint, checkpoint)
     return checkpoint

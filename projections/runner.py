@@ -50,6 +50,7 @@ class Runner:
         self._wakes = {p.name: asyncio.Event() for p in projectors}
         self._stop = threading.Event()
         self._write_lock = threading.Lock()
+        self._cleared: set[str] = set()  # projectors whose stored error row this run has cleared
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._startup_head = 0
@@ -138,10 +139,12 @@ class Runner:
             return step(projector, views, events, limit=BATCH)
 
     def _succeeded(self, projector: Projector, views: sqlite3.Connection) -> None:
-        if projector.name in self.errors:
-            del self.errors[projector.name]
+        if projector.name in self.errors or projector.name not in self._cleared:
+            # also clears a row left by an earlier process: it succeeded, so nothing is stuck
+            self._cleared.add(projector.name)
+            if self.errors.pop(projector.name, None) is not None:
+                log.info("projector_recovered", projector=projector.name)
             clear_error(views, projector.name)
-            log.info("projector_recovered", projector=projector.name)
         if projector.name not in self.ready:
             row = live_row(views, projector.name)
             if row is not None and row.checkpoint >= self._startup_head:

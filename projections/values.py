@@ -15,8 +15,8 @@ LIST_FIELDS = frozenset({"attachment_ids", "file_attachment_ids", "mentions", "a
 TIME_FIELDS = frozenset({"created_time", "updated_time"})
 
 _ISO = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?"
-    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]+))?)?"
+    r"(?:([Zz])|([+-])([0-9]{2}):?([0-9]{2}))?"
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -29,7 +29,7 @@ class PoisonedNotes(NotesProjector):
 
 
 class NotesV2(NotesProjector):
-    version = 2
+    version = NotesProjector.version + 1
 
 
 async def wait_for(condition, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
@@ -123,7 +123,7 @@ async def test_a_new_projector_version_or_a_deleted_views_db_is_rebuilt_on_start
     views = open_views(tmp_path)
     row = live_row(views, "notes")
     views.close()
-    assert row is not None and (row.version, row.checkpoint) == (2, 30)
+    assert row is not None and (row.version, row.checkpoint) == (NotesV2.version, 30)
     assert Views(tmp_path, NotesV2()).dump() == before
 
     for leftover in tmp_path.glob("views.db*"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from typing import Any
 
@@ -11,7 +12,7 @@ from app.errors import BadRequest
 from projections.values import parse_iso
 
 MAX_ID = 128
-_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 
 def entity_id(value: str, name: str) -> str:
@@ -23,7 +24,7 @@ def entity_id(value: str, name: str) -> str:
 def limit(value: str | None, default: int, maximum: int, name: str = "limit") -> int:
     if value is None:
         return default
-    if not re.fullmatch(r"\d{1,6}", value) or not 1 <= int(value) <= maximum:
+    if not re.fullmatch(r"[0-9]{1,6}", value) or not 1 <= int(value) <= maximum:
         raise BadRequest(f"{name} must be a whole number from 1 to {maximum}")
     return int(value)
 
@@ -51,7 +52,7 @@ def boolean(value: str | None, name: str) -> bool:
 def after(value: str | None) -> int:
     if value is None:
         return 0
-    if not re.fullmatch(r"\d{1,18}", value):
+    if not re.fullmatch(r"[0-9]{1,18}", value):
         raise BadRequest("after must be a log position (a whole number >= 0)")
     return int(value)
 
@@ -69,6 +70,8 @@ def decode_cursor(value: str | None) -> tuple[float, str] | None:
         at, key = json.loads(raw)
         if isinstance(at, bool) or not isinstance(at, int | float) or not isinstance(key, str):
             raise ValueError
-        return float(at), key
-    except (ValueError, TypeError, UnicodeDecodeError):
+        if not math.isfinite(at := float(at)):
+            raise ValueError
+        return at, key
+    except (ValueError, TypeError, UnicodeDecodeError, OverflowError, RecursionError):
         raise BadRequest("cursor is not one this server gave out") from None
