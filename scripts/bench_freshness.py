@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import SECRETS, p99  # noqa: E402
+from benchlib import SECRETS, p99, wait_for_views  # noqa: E402
 from load import run_load, write_bodies  # noqa: E402
 from workload import Workload  # noqa: E402
 
@@ -99,17 +99,6 @@ async def steady(url: str, rate: float, seconds: float) -> list[float]:
             if r is not None:
                 r.release()
     return lags
-
-
-def wait_for_views(url: str) -> None:
-    """The views are built on start: measure freshness only once they are live."""
-    import urllib.request
-
-    while True:
-        with urllib.request.urlopen(f"{url}/healthz") as resp:
-            if not json.loads(resp.read())["views_catching_up"]:
-                return
-        time.sleep(0.05)
 
 
 def main() -> int:

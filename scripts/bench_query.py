@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import SECRETS, build_log, p99  # noqa: E402
+from benchlib import SECRETS, build_log, p99, wait_for_views  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.queries import history, mentions, notes  # noqa: E402
@@ -115,6 +115,7 @@ def measure(
         f"  serve answered /healthz {startup:.2f} s after starting on {events:,} events (target <= 2 s)"
     )
     try:
+        wait_for_views(server.url)
         remote = asyncio.run(over_http(server.url, s, samples))
     finally:
         server.stop()

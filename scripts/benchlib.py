@@ -49,3 +49,16 @@ def p99(samples: list[float]) -> float:
 
 def median(samples: list[float]) -> float:
     return statistics.median(samples)
+
+
+def wait_for_views(url: str, timeout: float = 600) -> None:
+    """serve builds or rebuilds views on start: wait until none is catching up."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/healthz") as resp:
+            if not json.loads(resp.read())["views_catching_up"]:
+                return
+        time.sleep(0.05)
+    raise SystemExit("views did not catch up")
