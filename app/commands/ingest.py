@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ def _init_arguments(p: argparse.ArgumentParser) -> None:
 
 
 SWITCH_INTERVAL_S = 0.0005
+GC_YOUNG_THRESHOLD = 20_000
 
 
 @command("init", "write a starter notestore.toml with secrets and a token", _init_arguments)
@@ -68,6 +70,10 @@ def serve(args: argparse.Namespace) -> int:
     # The event loop and the log writer share the GIL; hand it over quickly so a request's
     # socket write or hash (which release the GIL) does not wait out a 5 ms default slice.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    # Start-up objects (modules, settings, app) never die: keep them out of every collection,
+    # and collect the young generation less often, so GC pauses stay off the p99 of queries.
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
     web.run_app(
         create_app(settings),
         host=settings.host,
