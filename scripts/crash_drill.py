@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import sqlite3
@@ -79,9 +80,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="keep the drill's config and data in DIR"
+    )
     args = parser.parse_args()
     failures: list[str] = []
-    with tempfile.TemporaryDirectory() as folder:
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=False)
+    with (
+        contextlib.nullcontext(str(args.keep))
+        if args.keep
+        else tempfile.TemporaryDirectory() as folder
+    ):
         config = write_config(Path(folder), SECRETS)
         acked: list[str] = []
         for number in range(1, args.rounds + 1):
@@ -110,6 +120,8 @@ def main() -> int:
             print(f"view {projector.name}: equals a from-scratch rebuild: {same}")
             if not same:
                 failures.append(f"view {projector.name} differs from a rebuild")
+    if args.keep:
+        print(f"data kept: notestore verify --config {args.keep / 'notestore.toml'}")
     print("CRASH DRILL PASSED" if not failures else "CRASH DRILL FAILED: " + "; ".join(failures))
     return 1 if failures else 0
 

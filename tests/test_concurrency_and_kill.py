@@ -74,3 +74,17 @@ async def test_sigkill_during_a_burst_loses_no_acknowledged_event(tmp_path):
             ) as r,
         ):
             assert r.status == 200
+
+
+async def test_sigterm_during_a_burst_finishes_in_flight_commits_and_exits_cleanly(tmp_path):
+    server = Server(write_config(tmp_path, SECRETS)).start()
+    acked: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        url = f"{server.url}/webhooks/mobio"
+        burst = asyncio.gather(*(_fire(session, url, acked, 200) for _ in range(16)))
+        await asyncio.sleep(0.5)
+        code = await asyncio.to_thread(server.stop)  # SIGTERM, then wait
+        await burst
+    assert code == 0 and acked
+    logged = logged_message_ids(tmp_path / "data" / "events.db")
+    assert all(logged[m] == 1 for m in acked)
