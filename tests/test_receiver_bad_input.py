@@ -203,12 +203,16 @@ async def test_a_lone_surrogate_escape_is_quarantined_not_a_503(client, settings
     assert quarantine_rows(settings)[0][0] == "not_json"
 
 
-async def test_when_the_log_cannot_commit_the_answer_is_503_and_nothing_is_acknowledged(client, settings):
+async def test_when_the_log_cannot_commit_the_answer_is_503_and_nothing_is_acknowledged(
+    client, settings
+):
     """A real SQLite failure (a trigger refusing inserts, as a full disk would) gives 503 and health 503."""
     await signed_post(client, sample("note_create"))  # the log exists
     before = snapshot(settings.events_path)
     conn = sqlite3.connect(settings.events_path, isolation_level=None)
-    conn.execute("CREATE TRIGGER simulated_full_disk BEFORE INSERT ON requests BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    conn.execute(
+        "CREATE TRIGGER simulated_full_disk BEFORE INSERT ON requests BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )
     status, answer = await signed_post(client, make_body())
     assert status == 503 and "nothing was stored" in answer["error"]
     assert snapshot(settings.events_path) == before
