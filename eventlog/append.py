@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from eventlog import chain
 from eventlog.intake import Intake, NewEvent, Rejected
+from eventlog.transactions import immediate
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,13 +166,7 @@ def _store(conn: sqlite3.Connection, batch: Batch, d: Delivery) -> Outcome:
 
 def append_deliveries(conn: sqlite3.Connection, deliveries: list[Delivery]) -> list[Outcome]:
     """Store every delivery in one transaction; returns each one's counts once committed."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(conn):
         batch = Batch(conn)
         outcomes = [_store(conn, batch, d) for d in deliveries]
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return outcomes

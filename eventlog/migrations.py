@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from eventlog.transactions import immediate
+
 _APPEND_ONLY = """
 CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table}
 BEGIN SELECT RAISE(ABORT, 'the event log is append-only: {table} rows cannot be updated'); END;
@@ -83,8 +85,7 @@ MIGRATIONS: list[str] = [
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Apply every step newer than the database's user_version; returns the version."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(conn):
         current = conn.execute("PRAGMA user_version").fetchone()[0]
         for number, script in enumerate(MIGRATIONS, start=1):
             if number <= current:
@@ -92,10 +93,6 @@ def migrate(conn: sqlite3.Connection) -> int:
             for statement in _statements(script):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return len(MIGRATIONS)
 
 

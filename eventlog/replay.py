@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from eventlog.append import Batch, Outcome, add_events, quarantine
 from eventlog.intake import Intake, Rejected, read_block, read_body
+from eventlog.transactions import immediate
 
 TRANSACTION_ROWS = 200  # keep other writers (the server) waiting briefly at most
 
@@ -83,16 +84,10 @@ def replay(conn: sqlite3.Connection, items: list[Held]) -> dict[str, int]:
     """Replay in short transactions; returns how many ended each way."""
     counts: dict[str, int] = {}
     for start in range(0, len(items), TRANSACTION_ROWS):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             batch = Batch(conn)
             at = time.time()
             for item in items[start : start + TRANSACTION_ROWS]:
                 result = _replay_one(conn, batch, item, at)
                 counts[result] = counts.get(result, 0) + 1
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
     return counts

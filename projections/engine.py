@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import Callable
 
 from eventlog.read import read_from
+from eventlog.transactions import immediate
 from projections.base import Projector
 from projections.store import LIVE, Target, position, set_position
 
@@ -61,15 +62,9 @@ def step(
     hook: Hook = _no_hook,
 ) -> int:
     """One batch in one transaction; returns how many log events it consumed."""
-    views.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(views):
         hook("begun")
         applied = apply_pending(projector, views, log, target, limit, hook)
-        views.execute("COMMIT")
-    except BaseException:
-        if views.in_transaction:
-            views.execute("ROLLBACK")
-        raise
     return applied
 
 

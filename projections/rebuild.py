@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from eventlog.read import head_seq, iter_from
+from eventlog.transactions import immediate
 from projections.base import EntityProjector, Projector
 from projections.engine import BATCH, apply_pending, step
 from projections.fold import EntityState
@@ -39,8 +40,7 @@ def _next_generation(views: sqlite3.Connection, name: str) -> int:
 
 def start_rebuild(views: sqlite3.Connection, projector: Projector) -> int:
     """Fresh empty tables beside the live ones (any left by a crashed rebuild are dropped)."""
-    views.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(views):
         generation = _next_generation(views, projector.name)
         _drop(views, projector, REBUILD.suffix)
         for statement in projector.schema(REBUILD.suffix, generation):
@@ -51,11 +51,6 @@ def start_rebuild(views: sqlite3.Connection, projector: Projector) -> int:
             " started_at = excluded.started_at",
             (projector.name, generation, time.time()),
         )
-        views.execute("COMMIT")
-    except BaseException:
-        if views.in_transaction:
-            views.execute("ROLLBACK")
-        raise
     return generation
 
 
@@ -63,8 +58,7 @@ def swap_in(
     views: sqlite3.Connection, log: sqlite3.Connection, projector: Projector, generation: int
 ) -> int:
     """Catch up the rebuilt tables and make them the live ones, atomically."""
-    views.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(views):
         current = views.execute(
             "SELECT generation FROM rebuilds WHERE name = ?", (projector.name,)
         ).fetchone()
@@ -87,11 +81,6 @@ def swap_in(
         )
         views.execute("DELETE FROM rebuilds WHERE name = ?", (projector.name,))
         views.execute("DELETE FROM projector_errors WHERE name = ?", (projector.name,))
-        views.execute("COMMIT")
-    except BaseException:
-        if views.in_transaction:
-            views.execute("ROLLBACK")
-        raise
     return int(checkpoint)
 
 
@@ -141,8 +130,7 @@ def rebuild_all(
 
     def flush(upto: int) -> None:
         nonlocal flushed
-        views.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(views):
             for p in entity_projectors:
                 # states were folded outside this transaction: write them only if the tables
                 # are still this run's, exactly as far as this run left them
@@ -155,12 +143,7 @@ def rebuild_all(
                 p.save_all(views, REBUILD.suffix, held[p.name])
                 set_position(views, p.name, REBUILD, upto)
                 held[p.name].clear()
-            views.execute("COMMIT")
-            flushed = upto
-        except BaseException:
-            if views.in_transaction:
-                views.execute("ROLLBACK")
-            raise
+        flushed = upto
 
     for events in iter_from(log, 0, batch, until=total):
         for p in entity_projectors:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from typing import Any
 
-from app.queries.paging import page
+from app.queries.paging import newest_first
 from app.queries.scope import Scope
 
 
@@ -18,14 +17,12 @@ def mention_feed(
     cursor: tuple[float, str] | None,
 ) -> dict[str, Any]:
     where, params = scope.sql()
-    after = ""
-    if cursor is not None:
-        # keyset: strictly after the last item shown, so nothing is skipped or repeated
-        after = " AND (mentioned_at, note_id) < (?, ?)"
-        params = (*params, *cursor)
-    rows = views.execute(
-        f"SELECT item, mentioned_at, note_id FROM mentions WHERE account_id = ? AND {where}{after}"
-        " ORDER BY mentioned_at DESC, note_id DESC LIMIT ?",
-        (account_id, *params, limit + 1),
-    ).fetchall()
-    return page([json.loads(r[0]) for r in rows], [(r[1], r[2]) for r in rows], limit)
+    return newest_first(
+        views,
+        "SELECT item, mentioned_at, note_id FROM mentions",
+        f"account_id = ? AND {where}",
+        (account_id, *params),
+        ("mentioned_at", "note_id"),
+        limit,
+        cursor,
+    )

@@ -7,7 +7,7 @@ import sqlite3
 from typing import Any
 
 from app.errors import NotFound
-from app.queries.paging import page
+from app.queries.paging import newest_first
 from app.queries.scope import Scope
 from eventlog.models import NOTE_EVENTS
 from eventlog.read import read_by_entity
@@ -48,17 +48,16 @@ def related_notes(
 ) -> dict[str, Any]:
     """Live notes whose object_id or related_to lists hold related_id, newest first."""
     where, params = scope.sql("l.merchant_id")
-    after = ""
-    if cursor is not None:
-        after = " AND (l.last_action_time, l.note_id) < (?, ?)"
-        params = (*params, *cursor)
-    rows = views.execute(
-        "SELECT n.doc, l.last_action_time, l.note_id FROM note_links l JOIN notes n USING (note_id)"
-        f" WHERE l.related_id = ? AND {where}{after}"
-        " ORDER BY l.last_action_time DESC, l.note_id DESC LIMIT ?",
-        (related_id, *params, limit + 1),
-    ).fetchall()
-    return page([json.loads(r[0]) for r in rows], [(r[1], r[2]) for r in rows], limit)
+    return newest_first(
+        views,
+        "SELECT n.doc, l.last_action_time, l.note_id"
+        " FROM note_links l JOIN notes n USING (note_id)",
+        f"l.related_id = ? AND {where}",
+        (related_id, *params),
+        ("l.last_action_time", "l.note_id"),
+        limit,
+        cursor,
+    )
 
 
 def note_known(views: sqlite3.Connection, scope: Scope, note_id: str) -> bool:
