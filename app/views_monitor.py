@@ -6,6 +6,7 @@ the query routes reflect the projector process without any channel but the datab
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import signal
@@ -32,7 +33,7 @@ class ProcessMonitor:
         self._views = open_views(data_dir)
         self._child: multiprocessing.process.BaseProcess | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
         context = multiprocessing.get_context("spawn")
         self._child = context.Process(
             target=process.main,
@@ -42,12 +43,13 @@ class ProcessMonitor:
         )
         self._child.start()
 
-    def stop(self) -> None:
-        if self._child is not None and self._child.is_alive():
-            os.kill(self._child.pid or 0, signal.SIGTERM)
-            self._child.join(15)
-            if self._child.is_alive():
-                self._child.kill()
+    async def stop(self) -> None:
+        child = self._child
+        if child is not None and child.is_alive():
+            os.kill(child.pid or 0, signal.SIGTERM)
+            await asyncio.to_thread(child.join, 15)
+            if child.is_alive():
+                child.kill()
         self._views.close()
 
     def notify(self, seq: int) -> None:

@@ -56,15 +56,9 @@ def create_app(settings: Settings, projectors: list[Projector] | None = None) ->
         app[WRITER] = GroupCommitWriter(
             settings.data_dir, on_commit=monitor.notify, on_batch=app[METRICS].batch_size.observe
         )
-        if isinstance(monitor, Runner):
-            await monitor.start()
-        else:
-            monitor.start()
+        await monitor.start()
         yield
-        if isinstance(monitor, Runner):
-            await monitor.stop()
-        else:
-            monitor.stop()
+        await monitor.stop()
         app[WRITER].close()
 
     metrics.install(app)
