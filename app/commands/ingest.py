@@ -28,7 +28,6 @@ def _init_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-SWITCH_INTERVAL_S = 0.0005
 GC_YOUNG_THRESHOLD = 20_000
 
 
@@ -67,9 +66,6 @@ def serve(args: argparse.Namespace) -> int:
     if hold_serve_lock(settings.data_dir) is None:
         raise NotestoreError(f"another notestore serve is running on {settings.data_dir}")
     log.info("starting", host=settings.host, port=settings.port, data_dir=str(settings.data_dir))
-    # The event loop and the log writer share the GIL; hand it over quickly so a request's
-    # socket write or hash (which release the GIL) does not wait out a 5 ms default slice.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     # Start-up objects (modules, settings, app) never die: keep them out of every collection,
     # and collect the young generation less often, so GC pauses stay off the p99 of queries.
     gc.freeze()
