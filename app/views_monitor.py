@@ -7,10 +7,13 @@ the query routes reflect the projector process without any channel but the datab
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import signal
 from pathlib import Path
+
+import structlog
 
 from app.logs import is_json
 from eventlog.db import LOG_FILE, connect
@@ -18,6 +21,9 @@ from eventlog.read import head_seq
 from projections import process
 from projections.base import Projector
 from projections.store import last_error, live_row, open_views
+
+log = structlog.get_logger("notestore.projections")
+RESTART_CHECK_S = 1.0
 
 
 class ProcessMonitor:
@@ -32,8 +38,10 @@ class ProcessMonitor:
             log.close()
         self._views = open_views(data_dir)
         self._child: multiprocessing.process.BaseProcess | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self.restarts = 0
 
-    async def start(self) -> None:
+    def _spawn(self) -> None:
         context = multiprocessing.get_context("spawn")
         self._child = context.Process(
             target=process.main,
@@ -43,7 +51,25 @@ class ProcessMonitor:
         )
         self._child.start()
 
+    async def start(self) -> None:
+        self._spawn()
+        self._watch = asyncio.create_task(self._keep_alive())
+
+    async def _keep_alive(self) -> None:
+        """A projector process that dies (OOM killer, a crash) is started again."""
+        while True:
+            await asyncio.sleep(RESTART_CHECK_S)
+            child = self._child
+            if child is not None and not child.is_alive():
+                log.error("projector_process_died", exitcode=child.exitcode, restarts=self.restarts)
+                self.restarts += 1
+                self._spawn()
+
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         child = self._child
         if child is not None and child.is_alive():
             os.kill(child.pid or 0, signal.SIGTERM)

@@ -133,3 +133,43 @@ async def test_a_new_projector_version_or_a_deleted_views_db_is_rebuilt_on_start
     await wait_for(lambda: runner.is_ready("notes"))
     await runner.stop()
     assert Views(tmp_path, NotesProjector()).dump() == before
+
+
+async def test_serve_restarts_a_projector_process_that_dies(tmp_path):
+    """The real serve path: views fold in a child process, which comes back if it is killed."""
+    import json
+    import os
+    import signal
+    import subprocess
+
+    from tests.helpers import SECRETS, signature
+    from tests.server import Server, write_config
+
+    def projector_children(pid: int) -> list[int]:
+        out = subprocess.run(
+            ["pgrep", "-P", str(pid), "-f", "spawn_main"], capture_output=True, text=True
+        )
+        return [int(p) for p in out.stdout.split()]
+
+    with Server(write_config(tmp_path, SECRETS)) as server:
+        (first,) = projector_children(server.proc.pid)
+        os.kill(first, signal.SIGKILL)
+        for _ in range(100):  # the monitor checks every second
+            again = projector_children(server.proc.pid)
+            if again and again != [first]:
+                break
+            await asyncio.sleep(0.05)
+        assert again and first not in again
+        raw = json.dumps(make_body(make_block(note_id="after-restart"))).encode()
+        from app.send import post_signed
+
+        assert (
+            await asyncio.to_thread(
+                post_signed, f"{server.url}/webhooks/mobio", raw, signature(raw)
+            )
+        )[0] == 200
+        for _ in range(300):
+            if checkpoint(tmp_path / "data", "notes") == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert checkpoint(tmp_path / "data", "notes") == 1
