@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from app.config import DEFAULT_CONFIG, Settings, load_settings
 from app.errors import NotestoreError
@@ -62,7 +61,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-
-
-def path_arg(value: str) -> Path:
-    return Path(value)

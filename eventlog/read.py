@@ -94,12 +94,6 @@ def head_seq(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
 
-def count_events(conn: sqlite3.Connection, after_seq: int = 0) -> int:
-    return int(
-        conn.execute("SELECT count(*) FROM events WHERE seq > ?", (after_seq,)).fetchone()[0]
-    )
-
-
 def log_counts(conn: sqlite3.Connection) -> dict[str, int]:
     """Sizes an operator asks for: events, requests, quarantined, last seq."""
     one = conn.execute

@@ -91,17 +91,8 @@ def rebuild(
     progress: Progress | None = None,
     batch: int = 5000,
 ) -> int:
-    """Replay the log into new tables in short transactions, then swap; returns the checkpoint."""
-    generation = start_rebuild(views, projector)
-    done = 0
-    while applied := step(projector, views, log, REBUILD, batch):
-        done += applied
-        if progress:
-            progress(done, max(done, head_seq(log)))
-    checkpoint = swap_in(views, log, projector, generation)
-    if progress:
-        progress(checkpoint, checkpoint)
-    return checkpoint
+    """Replay the log into new tables beside the live ones, then swap; returns the checkpoint."""
+    return rebuild_all([projector], views, log, progress, batch)
 
 
 # Entities held in memory between writes while rebuilding: hot entities are folded many
