@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -20,29 +19,23 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import SECRETS, p99, wait_for_views  # noqa: E402
+from benchlib import SECRETS, p99, signed, wait_for_views  # noqa: E402
 from load import run_load, write_bodies  # noqa: E402
 from workload import Workload  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.signing import SIGNATURE_HEADER, sign  # noqa: E402
+from app.signing import SIGNATURE_HEADER  # noqa: E402
 from tests.server import Server, write_config  # noqa: E402
 
 TARGET_MS = 250.0
 TOKEN = {"Authorization": "Bearer bench"}
 
 
-def signed(work: Workload) -> tuple[str, bytes, dict]:  # type: ignore[type-arg]
-    body = work.body()
-    raw = json.dumps(body, ensure_ascii=False).encode()
-    return sign(body["app_id"], raw, SECRETS[body["app_id"]][0]), raw, body
-
-
 def max_rate(folder: Path, seconds: int) -> float:
     """notestore's ingest rate at 64 connections, on data of its own."""
     work = Workload(seed=11)
     bodies = folder / "max.txt"
-    write_bodies(bodies, [signed(work)[:2] for _ in range(40_000)])
+    write_bodies(bodies, [signed(work.body()) for _ in range(40_000)])
     (folder / "max").mkdir()
     config = write_config(folder / "max", SECRETS, {"bench": ["*"]})
     with Server(config) as server:
@@ -74,15 +67,15 @@ async def steady(url: str, rate: float, seconds: float) -> list[float]:
         started = time.perf_counter()
         n = 0
         while time.perf_counter() - started < seconds:
-            sig, raw, body = signed(work)
+            body = work.body()
+            sig, raw = signed(body)
             if n % 10 == 0:
                 block = body["block_event"][0]
                 block["event_type"] = "note_update_data"
                 block["data_event"].pop("comment_id", None)
                 note = f"probe-{n}"
                 block["data_event"]["note_id"] = note
-                raw = json.dumps(body, ensure_ascii=False).encode()
-                sig = sign(body["app_id"], raw, SECRETS[body["app_id"]][0])
+                sig, raw = signed(body)
                 tasks.append(asyncio.create_task(probe(session, url, raw, sig, note, lags)))
             else:
                 tasks.append(

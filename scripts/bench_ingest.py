@@ -21,26 +21,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from benchlib import SECRETS, signed  # noqa: E402
 from load import LoadResult, run_load, wait_http, write_bodies  # noqa: E402
-from workload import TEMPLATES, Workload  # noqa: E402
+from workload import Workload  # noqa: E402
 
-from app.signing import sign  # noqa: E402
 from tests.server import Server, free_port, write_config  # noqa: E402
 
-SECRETS = {t["app_id"]: [f"secret-{i}"] for i, t in enumerate(TEMPLATES)}
 RATIO_TARGET, P99_TARGET_MS = 0.4, 25.0
 
 
 def signed_bodies(count: int) -> list[tuple[str, bytes]]:
-    import json
-
     work = Workload(seed=7)
-    out = []
-    for _ in range(count):
-        body = work.body()
-        raw = json.dumps(body, ensure_ascii=False).encode()
-        out.append((sign(body["app_id"], raw, SECRETS[body["app_id"]][0]), raw))
-    return out
+    return [signed(work.body()) for _ in range(count)]
 
 
 def bare_round(bodies: Path, seconds: float, connections: int) -> LoadResult:

@@ -21,6 +21,12 @@ from eventlog.intake import read_body  # noqa: E402
 SECRETS = {t["app_id"]: [f"secret-{i}"] for i, t in enumerate(TEMPLATES)}
 
 
+def signed(body: dict) -> tuple[str, bytes]:  # type: ignore[type-arg]
+    """A body's exact bytes and the signature Mobio would send with them."""
+    raw = json.dumps(body, ensure_ascii=False).encode()
+    return sign(body["app_id"], raw, SECRETS[body["app_id"]][0]), raw
+
+
 def build_log(data_dir: Path, events: int, seed: int = 3, progress: bool = True) -> None:
     """Append `events` realistic deliveries (one block each) through the log's own append path."""
     conn = open_log(data_dir)
@@ -31,10 +37,12 @@ def build_log(data_dir: Path, events: int, seed: int = 3, progress: bool = True)
         batch = []
         for _ in range(min(1000, events - start)):
             body = work.body()
-            raw = json.dumps(body, ensure_ascii=False).encode()
-            app_id, secret = body["app_id"], SECRETS[body["app_id"]][0]
-            batch.append(Delivery(time.time(), app_id, fingerprint(secret), sign(app_id, raw, secret),
-                                  raw, read_body(raw, app_id)))  # fmt: skip
+            signature, raw = signed(body)
+            app_id = body["app_id"]
+            secret = fingerprint(SECRETS[app_id][0])
+            batch.append(
+                Delivery(time.time(), app_id, secret, signature, raw, read_body(raw, app_id))
+            )
         append_deliveries(conn, batch)
         if progress and (start // 1000) % 50 == 0:
             rate = (start + len(batch)) / (time.perf_counter() - started)
