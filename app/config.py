@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
+    # serve's worker processes: one per core (up to 4; beyond that the one log writer binds)
+    workers: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 4), ge=1, le=64)
     apps: dict[str, tuple[str, ...]] = {}
     tokens: dict[str, tuple[str, ...]] = {}
     config_file: Path | None = Field(default=None, exclude=True)

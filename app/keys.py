@@ -12,11 +12,11 @@ from eventlog.writer import GroupCommitWriter
 if TYPE_CHECKING:
     from app.api import Reader
     from app.metrics import Metrics
-    from app.views_monitor import ProcessMonitor
+    from app.views_monitor import ViewsWatch
     from projections.runner import Runner
 
 SETTINGS = web.AppKey("settings", Settings)
 WRITER = web.AppKey("writer", GroupCommitWriter)
-RUNNER: web.AppKey[Runner | ProcessMonitor] = web.AppKey("runner")
+RUNNER: web.AppKey[Runner | ViewsWatch] = web.AppKey("runner")
 READER: web.AppKey[Reader] = web.AppKey("reader")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

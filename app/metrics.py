@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -13,8 +15,10 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    values,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from app.keys import METRICS, READER, SETTINGS
@@ -31,10 +35,29 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def share_between_processes(folder: Path) -> None:
+    """Counters of this process go to files in `folder`, which any worker's scrape sums.
+
+    For the workers of `notestore serve`: called in each worker before its metrics are
+    made. prometheus_client picks its value class when first imported, which happens
+    in the supervisor before the fork, so it is set again here.
+    """
+    os.environ[MULTIPROC_ENV] = str(folder)
+    values.ValueClass = values.MultiProcessValue()
+
+
 class Metrics:
     def __init__(self) -> None:
+        # What /metrics serves. With several workers it reads every worker's files and this
+        # process's counters are not registered (they are in the files already).
         self.registry = CollectorRegistry()
-        r = self.registry
+        shared = os.environ.get(MULTIPROC_ENV)
+        if shared:
+            MultiProcessCollector(self.registry, path=shared)
+        r = None if shared else self.registry
         self.requests = Counter(
             "notestore_deliveries", "Webhook deliveries by outcome "
             "(ok, unauthorized, too_large, unavailable)", ["outcome"], registry=r,

@@ -11,7 +11,7 @@ from app import api, metrics, openapi, receiver
 from app.config import Settings
 from app.keys import METRICS, RUNNER, SETTINGS, WRITER
 from app.middleware import errors_as_json
-from app.views_monitor import ProcessMonitor
+from app.views_monitor import ProcessMonitor, ViewsWatch
 from eventlog.db import LOG_FILE, open_log
 from eventlog.writer import GroupCommitWriter
 from projections.base import Projector
@@ -39,16 +39,24 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-def create_app(settings: Settings, projectors: list[Projector] | None = None) -> web.Application:
-    """The whole service; `projectors` defaults to every registered view."""
+def create_app(
+    settings: Settings, projectors: list[Projector] | None = None, *, supervised: bool = False
+) -> web.Application:
+    """The whole service; `projectors` defaults to every registered view.
+
+    Injected projectors (tests) run in-process. Otherwise the projectors run in a process
+    of their own: started by this app, or, for a `supervised` worker of `notestore serve`,
+    by the supervisor (app.supervisor), which also runs the migrations first.
+    """
     app = web.Application(middlewares=[errors_as_json], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
 
     async def log_and_views(app: web.Application) -> AsyncIterator[None]:
-        # Injected projectors (tests) run in-process; the real ones in their own process.
-        monitor: Runner | ProcessMonitor
+        monitor: Runner | ViewsWatch
         if projectors is not None:
             monitor = Runner(settings.data_dir, projectors, poll_interval=0.05)
+        elif supervised:
+            monitor = ViewsWatch(settings.data_dir, all_projectors())
         else:
             open_log(settings.data_dir).close()
             monitor = ProcessMonitor(settings.data_dir, all_projectors())

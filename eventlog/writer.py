@@ -19,6 +19,7 @@ import structlog
 
 from eventlog.append import Delivery, Outcome, append_deliveries
 from eventlog.db import LOG_FILE, connect, open_log
+from eventlog.write_lock import WriteLock
 
 log = structlog.get_logger("notestore.writer")
 
@@ -45,6 +46,8 @@ class GroupCommitWriter:
         # Checkpoints fsync too: keep them off the commit path (see _checkpoint_loop).
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")
         self._path = Path(data_dir) / LOG_FILE
+        # Other serve workers append to the same log: one transaction at a time, queued fairly.
+        self._lock = WriteLock(Path(data_dir))
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._on_commit = on_commit
         self._on_batch = on_batch
@@ -83,6 +86,7 @@ class GroupCommitWriter:
         with contextlib.suppress(sqlite3.Error):
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         self._conn.close()
+        self._lock.close()
 
     def _take_batch(self) -> tuple[list[_Item], bool]:
         first = self._queue.get()
@@ -110,7 +114,8 @@ class GroupCommitWriter:
 
     def _commit(self, items: list[_Item]) -> None:
         try:
-            outcomes = append_deliveries(self._conn, [d for d, _, _ in items])
+            with self._lock.held():
+                outcomes = append_deliveries(self._conn, [d for d, _, _ in items])
         except Exception as exc:
             if len(items) > 1:
                 # Do not let one odd delivery sink its batch: retry each alone.

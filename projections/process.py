@@ -34,9 +34,16 @@ async def _run(data_dir: Path, parent: int) -> None:
 
 
 def main(data_dir: str, parent: int, json_logs: bool) -> None:
-    from app.logs import configure_logging  # the child configures logging as serve does
+    from app.lock import PROJECTORS_LOCK, wait_lock  # the child sets up as serve does
+    from app.logs import configure_logging
 
     configure_logging(json_logs)
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
-    asyncio.run(_run(Path(data_dir), parent))
+    # One projector process per data directory: a replacement waits for its predecessor
+    # (which leaves within half a second of losing its parent). Workers check this lock.
+    lock = wait_lock(Path(data_dir) / PROJECTORS_LOCK)
+    try:
+        asyncio.run(_run(Path(data_dir), parent))
+    finally:
+        os.close(lock)

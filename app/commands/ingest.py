@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
 import sys
 from pathlib import Path
 
 import structlog
-from aiohttp import web
 
 from app.cli import command, settings_of
 from app.config import DEFAULT_CONFIG
@@ -19,16 +17,13 @@ from app.lock import hold_serve_lock
 from app.logs import configure_logging
 from app.send import send_file
 from app.starter import write_starter
-from app.web import create_app
+from app.supervisor import Supervisor
 
 
 def _init_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--exist-ok", action="store_true", help="leave an existing config alone instead of failing"
     )
-
-
-GC_YOUNG_THRESHOLD = 20_000
 
 
 @command("init", "write a starter notestore.toml with secrets and a token", _init_arguments)
@@ -66,19 +61,7 @@ def serve(args: argparse.Namespace) -> int:
     if hold_serve_lock(settings.data_dir) is None:
         raise NotestoreError(f"another notestore serve is running on {settings.data_dir}")
     log.info("starting", host=settings.host, port=settings.port, data_dir=str(settings.data_dir))
-    # Start-up objects (modules, settings, app) never die: keep them out of every collection,
-    # and collect the young generation less often, so GC pauses stay off the p99 of queries.
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        access_log=None,
-        shutdown_timeout=10,
-    )
-    return 0
+    return Supervisor(settings).run()
 
 
 def _send_arguments(p: argparse.ArgumentParser) -> None:
