@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from app.config import Settings
-from eventlog.writer import GroupCommitWriter
+from eventlog.writer import LogWriter
 
 if TYPE_CHECKING:
     from app.api import Reader
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from projections.runner import Runner
 
 SETTINGS = web.AppKey("settings", Settings)
-WRITER = web.AppKey("writer", GroupCommitWriter)
+WRITER: web.AppKey[LogWriter] = web.AppKey("writer")
 RUNNER: web.AppKey[Runner | ViewsWatch] = web.AppKey("runner")
 READER: web.AppKey[Reader] = web.AppKey("reader")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

@@ -1,16 +1,17 @@
-"""`notestore serve`: a supervisor, N worker processes and one projector process.
+"""`notestore serve`: a supervisor, N worker processes, the log's writer process, the projectors.
 
 Python runs one request at a time per process, so a single process tops out at one
 core. The supervisor binds one listening socket per worker on the same port
-(SO_REUSEPORT: the kernel spreads connections evenly), forks the workers, each a
-whole receiver + query API, and starts the projector process. Every worker's group
-commit appends to the same log; eventlog.write_lock queues them, and each
-transaction reads the chain heads and dedups inside itself, so every guarantee of a
-single writer holds.
+(SO_REUSEPORT: the kernel spreads connections evenly) and forks the workers, each a
+whole receiver + query API. Workers verify and validate, then hand each delivery to
+the one writer process (eventlog.writer_process), which group-commits the deliveries
+of all workers together; a worker answers once its delivery's commit is durable.
+The projectors run in their own process, on idle CPU.
 
 The supervisor never starts a thread or an event loop (forking stays safe), restarts
-a worker or the projector process that dies, and on SIGTERM/SIGINT lets the workers
-finish what they hold before it exits. Workers die with it, even if it is SIGKILLed.
+any child that dies, and on SIGTERM/SIGINT stops the workers first (they finish what
+they hold), then the writer (it commits what it was sent), then the projectors.
+Children die with it, even if it is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ import os
 import shutil
 import signal
 import socket
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import structlog
 from aiohttp import web
@@ -32,11 +36,13 @@ from app import metrics
 from app.config import Settings
 from app.views_monitor import spawn_projectors, stop_projectors
 from app.web import create_app
+from eventlog import writer_process
 from eventlog.db import open_log
 
 log = structlog.get_logger("notestore")
 
 CHECK_S = 0.2
+STARTUP_WAIT_S = 10.0
 METRICS_DIR = "metrics"  # under data_dir; wiped at start (the serve lock makes it ours)
 GC_YOUNG_THRESHOLD = 20_000
 _PR_SET_PDEATHSIG = 1
@@ -64,27 +70,33 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _worker(settings: Settings, number: int, sock: socket.socket, metrics_dir: Path) -> None:
-    """Runs in the forked child; never returns."""
+def _child(run: Callable[[], None], metrics_dir: Path, **context: object) -> NoReturn:
+    """The body of a forked child: set up like serve, run, and never return into the parent."""
     code = 0
     try:
         _die_with_parent()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)  # run_app installs its own
-        structlog.contextvars.bind_contextvars(worker=number)
+            signal.signal(sig, signal.SIG_DFL)  # the child's event loop installs its own
+        structlog.contextvars.bind_contextvars(**context)
         metrics.share_between_processes(metrics_dir)
-        app = create_app(settings, supervised=True)
         # Start-up objects never die: keep them out of every collection, and collect the
         # young generation less often, so GC pauses stay off the p99.
         gc.freeze()
         gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
-        web.run_app(app, sock=sock, print=None, access_log=None, shutdown_timeout=10)
-    except BaseException as exc:  # noqa: BLE001 - a forked child must never return into the parent's code
+        run()
+    except BaseException as exc:  # noqa: BLE001 - whatever happens, never return into the parent
         if not isinstance(exc, SystemExit | KeyboardInterrupt):
-            log.exception("worker_failed")
+            log.exception("process_failed", **context)
             code = 1
     finally:
         os._exit(code)
+
+
+def _fork(run: Callable[[], None], metrics_dir: Path, **context: object) -> int:
+    pid = os.fork()
+    if pid == 0:
+        _child(run, metrics_dir, **context)
+    return pid
 
 
 class Supervisor:
@@ -93,16 +105,37 @@ class Supervisor:
         self.stopping = False
         self.sockets: list[socket.socket] = []
         self.workers: dict[int, int] = {}  # worker number -> pid
+        self.writer = 0
         self.metrics_dir = settings.data_dir / METRICS_DIR
+        # A short path of our own: a unix socket path must fit in 107 bytes, data_dir may not.
+        self.run_dir = Path(tempfile.mkdtemp(prefix="notestore-"))  # mode 0700
+        self.writer_socket = self.run_dir / "log-writer.sock"
 
-    def _fork(self, number: int) -> None:
-        pid = os.fork()
-        if pid == 0:
-            for other, sock in enumerate(self.sockets):
-                if other != number:
-                    sock.close()
-            _worker(self.settings, number, self.sockets[number], self.metrics_dir)
-        self.workers[number] = pid
+    def _start_worker(self, number: int) -> None:
+        sock = self.sockets[number]
+
+        def run() -> None:
+            for other in self.sockets:
+                if other is not sock:
+                    other.close()
+            app = create_app(self.settings, log_writer=self.writer_socket)
+            web.run_app(app, sock=sock, print=None, access_log=None, shutdown_timeout=10)
+
+        self.workers[number] = _fork(run, self.metrics_dir, worker=number)
+
+    def _start_writer(self) -> None:
+        def run() -> None:
+            for sock in self.sockets:
+                sock.close()
+            batch_size = metrics.Metrics().batch_size
+            writer_process.main(self.settings.data_dir, self.writer_socket, batch_size.observe)
+
+        with contextlib.suppress(FileNotFoundError):
+            self.writer_socket.unlink()
+        self.writer = _fork(run, self.metrics_dir, process="log-writer")
+        deadline = time.monotonic() + STARTUP_WAIT_S
+        while not self.writer_socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _stop(self, signum: int, frame: object) -> None:
         self.stopping = True
@@ -117,31 +150,49 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         projectors = spawn_projectors(settings.data_dir)
+        self._start_writer()
         for number in range(settings.workers):
-            self._fork(number)
+            self._start_worker(number)
         log.info("serving", host=settings.host, port=port, workers=settings.workers)
-        while not self.stopping:
-            time.sleep(CHECK_S)
-            for number, pid in list(self.workers.items()):
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done and not self.stopping:
-                    log.error("worker_died", worker=number, status=_describe(status))
-                    self._fork(number)
-            if not projectors.is_alive() and not self.stopping:
-                log.error("projector_process_died", exitcode=projectors.exitcode)
-                projectors = spawn_projectors(settings.data_dir)
-        log.info("stopping", workers=len(self.workers))
-        for pid in self.workers.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        for pid in self.workers.values():
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-        stop_projectors(projectors)
-        for sock in self.sockets:
-            sock.close()
+        try:
+            while not self.stopping:
+                time.sleep(CHECK_S)
+                self._restart_the_dead()
+                if not projectors.is_alive() and not self.stopping:
+                    log.error("projector_process_died", exitcode=projectors.exitcode)
+                    projectors = spawn_projectors(settings.data_dir)
+            log.info("stopping", workers=len(self.workers))
+            _stop_all(list(self.workers.values()))
+            _stop_all([self.writer])
+            stop_projectors(projectors)
+        finally:
+            for sock in self.sockets:
+                sock.close()
+            shutil.rmtree(self.run_dir, ignore_errors=True)
         log.info("stopped")
         return 0
+
+    def _restart_the_dead(self) -> None:
+        done, status = os.waitpid(self.writer, os.WNOHANG)
+        if done and not self.stopping:
+            # Workers fail what it held with a 503 (a retry is deduplicated) and reconnect.
+            log.error("log_writer_died", status=_describe(status))
+            self._start_writer()
+        for number, pid in list(self.workers.items()):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done and not self.stopping:
+                log.error("worker_died", worker=number, status=_describe(status))
+                self._start_worker(number)
+
+
+def _stop_all(pids: list[int]) -> None:
+    """SIGTERM each, then wait for all: they wind down together."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
 
 
 def _describe(status: int) -> str:

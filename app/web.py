@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
@@ -14,6 +15,7 @@ from app.middleware import errors_as_json
 from app.views_monitor import ProcessMonitor, ViewsWatch
 from eventlog.db import LOG_FILE, open_log
 from eventlog.writer import GroupCommitWriter
+from eventlog.writer_client import WriterClient
 from projections.base import Projector
 from projections.registry import all_projectors
 from projections.runner import Runner
@@ -40,13 +42,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def create_app(
-    settings: Settings, projectors: list[Projector] | None = None, *, supervised: bool = False
+    settings: Settings, projectors: list[Projector] | None = None, *, log_writer: Path | None = None
 ) -> web.Application:
     """The whole service; `projectors` defaults to every registered view.
 
-    Injected projectors (tests) run in-process. Otherwise the projectors run in a process
-    of their own: started by this app, or, for a `supervised` worker of `notestore serve`,
-    by the supervisor (app.supervisor), which also runs the migrations first.
+    On its own the app commits to the log from a thread of its own, and runs the
+    projectors in-process if given (tests) or else in a process it starts. As a worker
+    of `notestore serve` (app.supervisor) it is given the socket of the log's writer
+    process, and the supervisor runs the projector process and the migrations.
     """
     app = web.Application(middlewares=[errors_as_json], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
@@ -55,14 +58,20 @@ def create_app(
         monitor: Runner | ViewsWatch
         if projectors is not None:
             monitor = Runner(settings.data_dir, projectors, poll_interval=0.05)
-        elif supervised:
+        elif log_writer is not None:
             monitor = ViewsWatch(settings.data_dir, all_projectors())
         else:
             open_log(settings.data_dir).close()
             monitor = ProcessMonitor(settings.data_dir, all_projectors())
         app[RUNNER] = monitor
-        app[WRITER] = GroupCommitWriter(
-            settings.data_dir, on_commit=monitor.notify, on_batch=app[METRICS].batch_size.observe
+        app[WRITER] = (
+            WriterClient(log_writer)
+            if log_writer is not None
+            else GroupCommitWriter(
+                settings.data_dir,
+                on_commit=monitor.notify,
+                on_batch=app[METRICS].batch_size.observe,
+            )
         )
         await monitor.start()
         yield

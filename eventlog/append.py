@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 
 from eventlog import chain
 from eventlog.intake import Intake, NewEvent, Rejected
+from eventlog.pickling import PickledAsTuple
 from eventlog.transactions import immediate
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(PickledAsTuple):
     """One request whose signature verified, with what intake made of its body."""
 
     received_at: float
@@ -31,7 +32,7 @@ class Delivery:
 
 
 @dataclass(slots=True)
-class Outcome:
+class Outcome(PickledAsTuple):
     accepted: int = 0
     duplicates: int = 0
     quarantined: int = 0

@@ -14,10 +14,11 @@ from pydantic import ValidationError
 from eventlog import chain
 from eventlog.canonical import compact_json, event_content_hash, loads_strict, sha256_hex
 from eventlog.models import BLOCK, Envelope, entity_kind
+from eventlog.pickling import PickledAsTuple
 
 
 @dataclass(frozen=True, slots=True)
-class NewEvent:
+class NewEvent(PickledAsTuple):
     """A block that passed validation, with the columns the log indexes."""
 
     message_id: str
@@ -34,7 +35,7 @@ class NewEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class Rejected:
+class Rejected(PickledAsTuple):
     """Something verified but not acceptable: kept in quarantine with the reason."""
 
     reason: str
@@ -49,7 +50,7 @@ class Rejected:
 
 
 @dataclass(slots=True)
-class Intake:
+class Intake(PickledAsTuple):
     app_id: str | None = None
     request_id: str | None = None
     events: list[NewEvent] = field(default_factory=list)

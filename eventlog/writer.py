@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
 from eventlog.append import Delivery, Outcome, append_deliveries
 from eventlog.db import LOG_FILE, connect, open_log
-from eventlog.write_lock import WriteLock
 
 log = structlog.get_logger("notestore.writer")
 
@@ -31,7 +32,18 @@ class LogUnavailable(Exception):
     """The log could not commit (disk full, locked past the timeout, closed)."""
 
 
-_Item = tuple[Delivery, asyncio.AbstractEventLoop, "asyncio.Future[Outcome]"]
+class LogWriter(Protocol):
+    """What the receiver needs: GroupCommitWriter in-process, WriterClient in serve's workers."""
+
+    healthy: bool
+
+    async def append(self, delivery: Delivery) -> Outcome: ...
+
+    def close(self) -> None: ...
+
+
+Done = Callable[[Outcome | Exception], None]
+_Item = tuple[Delivery, asyncio.AbstractEventLoop, Done]
 
 
 class GroupCommitWriter:
@@ -46,8 +58,6 @@ class GroupCommitWriter:
         # Checkpoints fsync too: keep them off the commit path (see _checkpoint_loop).
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")
         self._path = Path(data_dir) / LOG_FILE
-        # Other serve workers append to the same log: one transaction at a time, queued fairly.
-        self._lock = WriteLock(Path(data_dir))
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._on_commit = on_commit
         self._on_batch = on_batch
@@ -61,12 +71,16 @@ class GroupCommitWriter:
         self._checkpointer.start()
 
     async def append(self, delivery: Delivery) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self.submit(delivery, functools.partial(_settle_future, future))
+        return await future
+
+    def submit(self, delivery: Delivery, done: Done) -> None:
+        """Queue a delivery from an event loop; that loop calls `done(outcome)` once the
+        transaction holding it is durable, or `done(LogUnavailable)` if it failed."""
         if self._stopping.is_set():
             raise LogUnavailable("the log is shutting down")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Outcome] = loop.create_future()
-        self._queue.put((delivery, loop, future))
-        return await future
+        self._queue.put((delivery, asyncio.get_running_loop(), done))
 
     def close(self) -> None:
         """Finish what is queued, then stop."""
@@ -86,7 +100,6 @@ class GroupCommitWriter:
         with contextlib.suppress(sqlite3.Error):
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         self._conn.close()
-        self._lock.close()
 
     def _take_batch(self) -> tuple[list[_Item], bool]:
         first = self._queue.get()
@@ -114,8 +127,7 @@ class GroupCommitWriter:
 
     def _commit(self, items: list[_Item]) -> None:
         try:
-            with self._lock.held():
-                outcomes = append_deliveries(self._conn, [d for d, _, _ in items])
+            outcomes = append_deliveries(self._conn, [d for d, _, _ in items])
         except Exception as exc:
             if len(items) > 1:
                 # Do not let one odd delivery sink its batch: retry each alone.
@@ -147,22 +159,24 @@ class GroupCommitWriter:
 
 
 def _settle(items: list[_Item], results: Sequence[Outcome | Exception]) -> None:
-    """Resolve each waiting request, with one wake-up per event loop."""
-    by_loop: dict[
-        asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Outcome], Outcome | Exception]]
-    ] = {}
-    for (_, loop, future), result in zip(items, results, strict=True):
-        by_loop.setdefault(loop, []).append((future, result))
+    """Tell each submitter its result, with one wake-up per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Done, Outcome | Exception]]] = {}
+    for (_, loop, done), result in zip(items, results, strict=True):
+        by_loop.setdefault(loop, []).append((done, result))
     for loop, pairs in by_loop.items():
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
             loop.call_soon_threadsafe(_resolve, pairs)
 
 
-def _resolve(pairs: list[tuple[asyncio.Future[Outcome], Outcome | Exception]]) -> None:
-    for future, result in pairs:
-        if future.done():  # the request was cancelled (client went away)
-            continue
-        if isinstance(result, Exception):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
+def _resolve(pairs: list[tuple[Done, Outcome | Exception]]) -> None:
+    for done, result in pairs:
+        done(result)
+
+
+def _settle_future(future: asyncio.Future[Outcome], result: Outcome | Exception) -> None:
+    if future.done():  # the request was cancelled (client went away)
+        return
+    if isinstance(result, Exception):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
