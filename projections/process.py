@@ -17,10 +17,9 @@ from projections.runner import Runner
 
 POLL_S = 0.02  # a cheap max(seq) query; bounds how stale views get
 COALESCE_S = 0.02
-# Measured with serve's workers (scripts/bench_freshness.py, half the maximum ingest rate):
-# SCHED_IDLE gave a freshness p99 of 1.4 s, nice 10 0.8 s, nice 0 85 ms, while ingest
-# throughput moved within the noise. The views need their share of the CPU.
-NICENESS = 0
+# Normal priority, on purpose. Measured with serve's workers (scripts/bench_freshness.py,
+# half the maximum ingest rate): SCHED_IDLE gave a freshness p99 of 1.4 s, nice 10 0.8 s,
+# nice 0 85 ms, while ingest throughput moved within the noise.
 
 
 async def _run(data_dir: Path, parent: int) -> None:
@@ -41,8 +40,6 @@ def main(data_dir: str, parent: int, json_logs: bool) -> None:
     from app.logs import configure_logging
 
     configure_logging(json_logs)
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
     # One projector process per data directory: a replacement waits for its predecessor
     # (which leaves within half a second of losing its parent). Workers check this lock.
     lock = wait_lock(Path(data_dir) / PROJECTORS_LOCK)
