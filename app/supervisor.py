@@ -153,7 +153,11 @@ class Supervisor:
         self._start_writer()
         for number in range(settings.workers):
             self._start_worker(number)
-        log.info("serving", host=settings.host, port=port, workers=settings.workers)
+        log.info(
+            "serving", host=settings.host, port=port, workers=settings.workers,
+            pids={"workers": list(self.workers.values()), "log_writer": self.writer,
+                  "projectors": projectors.pid},
+        )  # fmt: skip
         try:
             while not self.stopping:
                 time.sleep(CHECK_S)
@@ -176,13 +180,16 @@ class Supervisor:
         done, status = os.waitpid(self.writer, os.WNOHANG)
         if done and not self.stopping:
             # Workers fail what it held with a 503 (a retry is deduplicated) and reconnect.
-            log.error("log_writer_died", status=_describe(status))
             self._start_writer()
+            log.error("log_writer_died", status=_describe(status), restarted_as=self.writer)
         for number, pid in list(self.workers.items()):
             done, status = os.waitpid(pid, os.WNOHANG)
             if done and not self.stopping:
-                log.error("worker_died", worker=number, status=_describe(status))
                 self._start_worker(number)
+                log.error(
+                    "worker_died", worker=number, status=_describe(status),
+                    restarted_as=self.workers[number],
+                )  # fmt: skip
 
 
 def _stop_all(pids: list[int]) -> None:

@@ -1,4 +1,4 @@
-"""The projectors in a process of their own, so folding never takes the receiver's CPU or GIL.
+"""The projectors in a process of their own, so folding never takes a receiver's GIL.
 
 `notestore serve` starts this with multiprocessing (spawn) and stops it with
 SIGTERM; it also exits by itself if its parent dies (even by SIGKILL).

@@ -20,9 +20,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(folder: Path, apps: dict[str, Any], tokens: dict[str, Any] | None = None) -> Path:
+def write_config(
+    folder: Path, apps: dict[str, Any], tokens: dict[str, Any] | None = None, **more: Any
+) -> Path:
     """A TOML config with data under folder/data; JSON strings are valid TOML strings."""
-    lines = ['data_dir = "data"', "[apps]"]
+    lines = ['data_dir = "data"', *(f"{k} = {json.dumps(v)}" for k, v in more.items()), "[apps]"]
     lines += [f"{json.dumps(k)} = {json.dumps(list(v))}" for k, v in apps.items()]
     lines += ["[tokens]"] + [
         f"{json.dumps(k)} = {json.dumps(list(v))}" for k, v in (tokens or {}).items()

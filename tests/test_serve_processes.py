@@ -1,0 +1,143 @@
+"""`notestore serve` as processes: workers, the log's writer, the projectors, and their supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from app.config import Settings
+from app.lock import projectors_running, serve_running
+from app.web import create_app
+from eventlog.db import open_log
+from tests.helpers import SECRETS, make_block, make_body, signed_post
+from tests.server import Server, write_config
+from tests.test_concurrency_and_kill import _fire, logged_message_ids
+
+
+def serving_line(server: Server) -> dict[str, Any]:
+    for line in server.log_path.read_text().splitlines():
+        if '"serving"' in line:
+            return dict(json.loads(line))
+    raise AssertionError("serve logged no serving line")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) counts as gone
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until(check: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def metric(server: Server, line_start: str) -> float:
+    with urllib.request.urlopen(f"{server.url}/metrics") as resp:
+        text = resp.read().decode()
+    return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(line_start))
+
+
+async def post_many(url: str, count: int) -> list[str]:
+    acked: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(_fire(session, url, acked, count // 16) for _ in range(16)))
+    return acked
+
+
+async def test_workers_share_one_log_and_one_metrics_page(tmp_path: Path) -> None:
+    with Server(write_config(tmp_path, SECRETS, workers=3)) as server:
+        pids = serving_line(server)["pids"]
+        assert len(pids["workers"]) == 3 and all(map(alive, pids["workers"]))
+        assert alive(pids["log_writer"]) and alive(pids["projectors"])
+        acked = await post_many(f"{server.url}/webhooks/mobio", 480)
+        assert len(acked) == 480
+        # Each scrape lands on one worker; every one of them counts all workers' deliveries.
+        for _ in range(6):
+            assert metric(server, 'notestore_deliveries_total{outcome="ok"}') == 480
+        assert metric(server, "notestore_group_commit_deliveries_sum") == 480
+    logged = logged_message_ids(tmp_path / "data" / "events.db")
+    assert set(logged) == set(acked) and set(logged.values()) == {1}
+
+
+async def test_a_dead_worker_or_log_writer_is_replaced_and_nothing_acknowledged_is_lost(
+    tmp_path: Path,
+) -> None:
+    with Server(write_config(tmp_path, SECRETS, workers=2)) as server:
+        pids = serving_line(server)["pids"]
+        url = f"{server.url}/webhooks/mobio"
+        acked: list[str] = []
+        async with aiohttp.ClientSession() as session:
+            burst = asyncio.gather(*(_fire(session, url, acked, 100) for _ in range(16)))
+            await asyncio.sleep(0.3)
+            os.kill(pids["log_writer"], signal.SIGKILL)
+            await asyncio.sleep(0.3)
+            os.kill(pids["workers"][0], signal.SIGKILL)
+            await burst
+        log = server.log_path.read_text()
+        assert '"log_writer_died"' in log and '"worker_died"' in log
+        # After the restarts the service takes deliveries again, on every worker.
+        wait_until(lambda: b'"ok"' in urllib.request.urlopen(f"{server.url}/healthz").read())
+        after = await post_many(url, 160)
+        assert len(after) == 160
+    logged = logged_message_ids(tmp_path / "data" / "events.db")
+    assert set(acked + after) <= set(logged) and set(logged.values()) == {1}
+
+
+def test_sigkill_of_the_supervisor_takes_every_child_with_it(tmp_path: Path) -> None:
+    server = Server(write_config(tmp_path, SECRETS, workers=2)).start()
+    pids = serving_line(server)["pids"]
+    children = [*pids["workers"], pids["log_writer"], pids["projectors"]]
+    server.kill()
+    wait_until(lambda: not any(map(alive, children)))
+    data = tmp_path / "data"
+    assert not serve_running(data) and not projectors_running(data)
+    # and the data directory serves again at once
+    with Server(server.config) as again:
+        assert serving_line(again)["pids"]["log_writer"] != pids["log_writer"]
+
+
+def test_sigterm_stops_children_in_order_and_cleans_up(tmp_path: Path) -> None:
+    server = Server(write_config(tmp_path, SECRETS, workers=2)).start()
+    pids = serving_line(server)["pids"]
+    assert server.stop() == 0
+    assert not any(map(alive, [*pids["workers"], pids["log_writer"], pids["projectors"]]))
+    log = server.log_path.read_text()
+    assert '"stopped"' in log and "Traceback" not in log
+
+
+async def test_an_unreachable_log_writer_answers_503_and_stores_nothing(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", apps=SECRETS)
+    open_log(settings.data_dir).close()  # as the supervisor does before starting workers
+    app = create_app(settings, [], log_writer=tmp_path / "no-such-writer.sock")
+    client = await aiohttp_client(app)
+    status, answer = await signed_post(client, make_body(make_block()))
+    assert status == 503
+    assert "nothing was stored" in answer["error"]
+    assert not logged_message_ids(settings.events_path)
+    health = await client.get("/healthz")
+    assert health.status == 503
+
+
+@pytest.mark.parametrize("workers", [0, 65])
+def test_workers_setting_is_bounded(tmp_path: Path, workers: int) -> None:
+    with pytest.raises(ValueError):
+        Settings(data_dir=tmp_path, workers=workers)
+
