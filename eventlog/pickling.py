@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import operator
 from typing import Any
 
+_GETTERS: dict[type, operator.attrgetter[Any]] = {}
 
-@functools.cache
+
 def _init_values(cls: type) -> operator.attrgetter[Any]:
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    return operator.attrgetter(*names)
+    getter = _GETTERS.get(cls)
+    if getter is None:
+        names = [f.name for f in dataclasses.fields(cls) if f.init]
+        getter = _GETTERS[cls] = operator.attrgetter(*names)
+    return getter
 
 
 class PickledAsTuple:

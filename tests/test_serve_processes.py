@@ -140,4 +140,3 @@ async def test_an_unreachable_log_writer_answers_503_and_stores_nothing(
 def test_workers_setting_is_bounded(tmp_path: Path, workers: int) -> None:
     with pytest.raises(ValueError):
         Settings(data_dir=tmp_path, workers=workers)
-
