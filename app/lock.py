@@ -39,12 +39,16 @@ def wait_lock(path: Path) -> int:
 
 
 def is_held(path: Path) -> bool:
+    """Whether a process holds the lock; probes with a shared lock, so probes never collide."""
     if not path.exists():
         return False
-    fd = try_lock(path)
-    if fd is None:
+    fd = _open(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    os.close(fd)
+    finally:
+        os.close(fd)
     return False
 
 

@@ -6,7 +6,7 @@ core. The supervisor binds one listening socket per worker on the same port
 whole receiver + query API. Workers verify and validate, then hand each delivery to
 the one writer process (eventlog.writer_process), which group-commits the deliveries
 of all workers together; a worker answers once its delivery's commit is durable.
-The projectors run in their own process, on idle CPU.
+The projectors run in a process of their own.
 
 The supervisor never starts a thread or an event loop (forking stays safe), restarts
 any child that dies, and on SIGTERM/SIGINT stops the workers first (they finish what
@@ -34,6 +34,7 @@ from aiohttp import web
 
 from app import metrics
 from app.config import Settings
+from app.errors import NotestoreError
 from app.views_monitor import spawn_projectors, stop_projectors
 from app.web import create_app
 from eventlog import writer_process
@@ -42,8 +43,9 @@ from eventlog.db import open_log
 log = structlog.get_logger("notestore")
 
 CHECK_S = 0.2
+STOP_TIMEOUT_S = 30.0
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 STARTUP_WAIT_S = 10.0
-METRICS_DIR = "metrics"  # under data_dir; wiped at start (the serve lock makes it ours)
 GC_YOUNG_THRESHOLD = 20_000
 _PR_SET_PDEATHSIG = 1
 
@@ -63,20 +65,39 @@ def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     return sockets
 
 
-def _die_with_parent() -> None:
-    """Linux: the kernel SIGKILLs this worker if the supervisor dies, however it dies."""
+def refuse_a_taken_port(host: str, port: int) -> None:
+    """SO_REUSEPORT would let us share a port another server (even another notestore) holds."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise NotestoreError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel SIGKILLs this child if the supervisor dies, however it dies."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
 
 
-def _child(run: Callable[[], None], metrics_dir: Path, **context: object) -> NoReturn:
+def _child(run: Callable[[], None], parent: int, metrics_dir: Path, **context: object) -> NoReturn:
     """The body of a forked child: set up like serve, run, and never return into the parent."""
     code = 0
     try:
-        _die_with_parent()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in _STOP_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)  # the child's event loop installs its own
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked across the fork
+        # Its own process group: a Ctrl-C on the terminal reaches the supervisor alone,
+        # which then stops the children in order.
+        os.setpgid(0, 0)
+        _die_with_parent(parent)
         structlog.contextvars.bind_contextvars(**context)
         metrics.share_between_processes(metrics_dir)
         # Start-up objects never die: keep them out of every collection, and collect the
@@ -93,9 +114,15 @@ def _child(run: Callable[[], None], metrics_dir: Path, **context: object) -> NoR
 
 
 def _fork(run: Callable[[], None], metrics_dir: Path, **context: object) -> int:
-    pid = os.fork()
-    if pid == 0:
-        _child(run, metrics_dir, **context)
+    parent = os.getpid()
+    # A SIGTERM between fork and the child's own handlers would be lost: hold it until then.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _child(run, parent, metrics_dir, **context)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     return pid
 
 
@@ -106,10 +133,13 @@ class Supervisor:
         self.sockets: list[socket.socket] = []
         self.workers: dict[int, int] = {}  # worker number -> pid
         self.writer = 0
-        self.metrics_dir = settings.data_dir / METRICS_DIR
-        # A short path of our own: a unix socket path must fit in 107 bytes, data_dir may not.
-        self.run_dir = Path(tempfile.mkdtemp(prefix="notestore-"))  # mode 0700
+        # A short path of our own (a unix socket path must fit in 107 bytes, data_dir may
+        # not), mode 0700, in memory where there is /dev/shm: prometheus's metric files are
+        # mmapped, and a full disk would kill their writers with SIGBUS.
+        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+        self.run_dir = Path(tempfile.mkdtemp(prefix="notestore-", dir=shm))
         self.writer_socket = self.run_dir / "log-writer.sock"
+        self.metrics_dir = self.run_dir / "metrics"
 
     def _start_worker(self, number: int) -> None:
         sock = self.sockets[number]
@@ -119,7 +149,9 @@ class Supervisor:
                 if other is not sock:
                     other.close()
             app = create_app(self.settings, log_writer=self.writer_socket)
-            web.run_app(app, sock=sock, print=None, access_log=None, shutdown_timeout=10)
+            web.run_app(
+                app, sock=sock, backlog=1024, print=None, access_log=None, shutdown_timeout=10
+            )
 
         self.workers[number] = _fork(run, self.metrics_dir, worker=number)
 
@@ -141,14 +173,23 @@ class Supervisor:
         self.stopping = True
 
     def run(self) -> int:
+        try:
+            return self._run()
+        finally:
+            for sock in self.sockets:
+                sock.close()
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _run(self) -> int:
         settings = self.settings
         open_log(settings.data_dir).close()  # migrations run once, before any worker opens it
-        shutil.rmtree(self.metrics_dir, ignore_errors=True)
-        self.metrics_dir.mkdir(parents=True)
+        self.metrics_dir.mkdir()
+        refuse_a_taken_port(settings.host, settings.port)
         self.sockets = bind_sockets(settings.host, settings.port, settings.workers)
         port = self.sockets[0].getsockname()[1]
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # we reap our children ourselves
         projectors = spawn_projectors(settings.data_dir)
         self._start_writer()
         for number in range(settings.workers):
@@ -156,34 +197,29 @@ class Supervisor:
         log.info(
             "serving", host=settings.host, port=port, workers=settings.workers,
             pids={"workers": list(self.workers.values()), "log_writer": self.writer,
-                  "projectors": projectors.pid},
+                  "projectors": projectors.pid}, run_dir=str(self.run_dir),
         )  # fmt: skip
-        try:
-            while not self.stopping:
-                time.sleep(CHECK_S)
-                self._restart_the_dead()
-                if not projectors.is_alive() and not self.stopping:
-                    log.error("projector_process_died", exitcode=projectors.exitcode)
-                    projectors = spawn_projectors(settings.data_dir)
-            log.info("stopping", workers=len(self.workers))
-            _stop_all(list(self.workers.values()))
-            _stop_all([self.writer])
-            stop_projectors(projectors)
-        finally:
-            for sock in self.sockets:
-                sock.close()
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+        while not self.stopping:
+            time.sleep(CHECK_S)
+            self._restart_the_dead()
+            if not projectors.is_alive() and not self.stopping:
+                log.error("projector_process_died", exitcode=projectors.exitcode)
+                projectors = spawn_projectors(settings.data_dir)
+        log.info("stopping", workers=len(self.workers))
+        _stop_all(list(self.workers.values()))
+        _stop_all([self.writer])
+        stop_projectors(projectors)
         log.info("stopped")
         return 0
 
     def _restart_the_dead(self) -> None:
-        done, status = os.waitpid(self.writer, os.WNOHANG)
+        done, status = _reap(self.writer)
         if done and not self.stopping:
             # Workers fail what it held with a 503 (a retry is deduplicated) and reconnect.
             self._start_writer()
             log.error("log_writer_died", status=_describe(status), restarted_as=self.writer)
         for number, pid in list(self.workers.items()):
-            done, status = os.waitpid(pid, os.WNOHANG)
+            done, status = _reap(pid)
             if done and not self.stopping:
                 self._start_worker(number)
                 log.error(
@@ -192,17 +228,37 @@ class Supervisor:
                 )  # fmt: skip
 
 
+def _reap(pid: int) -> tuple[int, int]:
+    """(pid, status) if the child has exited, else (0, 0)."""
+    try:
+        return os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # already reaped
+        return pid, 0
+
+
 def _stop_all(pids: list[int]) -> None:
-    """SIGTERM each, then wait for all: they wind down together."""
-    for pid in pids:
+    """SIGTERM each, wait for all (they wind down together), SIGKILL what outstays the timeout."""
+    running = [pid for pid in pids if _reap(pid) == (0, 0)]
+    for pid in running:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    for pid in pids:
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while running and time.monotonic() < deadline:
+        time.sleep(0.05)
+        running = [pid for pid in running if _reap(pid) == (0, 0)]
+    for pid in running:
+        log.error("child_did_not_stop", pid=pid, timeout_s=STOP_TIMEOUT_S)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
 
 
 def _describe(status: int) -> str:
     if os.WIFSIGNALED(status):
-        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+        number = os.WTERMSIG(status)
+        try:
+            return f"killed by {signal.Signals(number).name}"
+        except ValueError:
+            return f"killed by signal {number}"
     return f"exited with code {os.waitstatus_to_exitcode(status)}"

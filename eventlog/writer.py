@@ -170,7 +170,10 @@ def _settle(items: list[_Item], results: Sequence[Outcome | Exception]) -> None:
 
 def _resolve(pairs: list[tuple[Done, Outcome | Exception]]) -> None:
     for done, result in pairs:
-        done(result)
+        try:
+            done(result)
+        except Exception:  # one bad callback must not leave the rest of the batch unanswered
+            log.exception("log_writer_callback_failed")
 
 
 def _settle_future(future: asyncio.Future[Outcome], result: Outcome | Exception) -> None:

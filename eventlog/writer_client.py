@@ -11,6 +11,8 @@ from eventlog.append import Delivery, Outcome
 from eventlog.writer import LogUnavailable
 from eventlog.writer_process import Outbox, read_frame
 
+REPLY_TIMEOUT_S = 10.0  # a stuck writer must not hold requests forever; Mobio retries
+
 
 class WriterClient:
     def __init__(self, socket_path: Path) -> None:
@@ -45,10 +47,15 @@ class WriterClient:
         self._pending[number] = future
         outbox.send((number, delivery))
         try:
-            result = await future
+            result = await asyncio.wait_for(future, REPLY_TIMEOUT_S)
+        except TimeoutError:
+            # Nothing is acknowledged; if it commits after all, the retry is a duplicate.
+            raise LogUnavailable(
+                f"the log writer did not confirm within {REPLY_TIMEOUT_S:.0f} s"
+            ) from None
         finally:
             self._pending.pop(number, None)
-        if isinstance(result, str):
+        if isinstance(result, str):  # the writer could not commit
             self.healthy = False
             raise LogUnavailable(result)
         self.healthy = True
@@ -70,9 +77,12 @@ class WriterClient:
                 self._stream.close()
             self._stream = self._outbox = None
             pending, self._pending = self._pending, {}
+            # Not a failed commit: the supervisor starts a new writer, so health is unchanged.
             for future in pending.values():
                 if not future.done():
-                    future.set_result("the log writer process stopped before confirming")
+                    future.set_exception(
+                        LogUnavailable("the log writer process stopped before confirming")
+                    )
 
     def close(self) -> None:
         if self._replies is not None:

@@ -16,7 +16,6 @@ speak to it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
 import pickle
@@ -73,7 +72,7 @@ class WriterService:
         self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter
     ) -> None:
         outbox = Outbox(stream)
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        try:
             while True:
                 number, delivery = await read_frame(reader)
                 self.waiting += 1
@@ -81,6 +80,13 @@ class WriterService:
                     self.writer.submit(delivery, functools.partial(self._done, outbox, number))
                 except LogUnavailable as exc:
                     self._done(outbox, number, exc)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the worker went away
+        except Exception:
+            # A garbled frame: drop this worker's connection (it answers 503 and reconnects).
+            log.exception("log_writer_bad_frame")
+        finally:
+            stream.close()
 
     def _done(self, outbox: Outbox, number: int, result: Outcome | Exception) -> None:
         self.waiting -= 1

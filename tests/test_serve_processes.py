@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -16,9 +18,10 @@ import pytest
 
 from app.config import Settings
 from app.lock import projectors_running, serve_running
+from app.signing import SIGNATURE_HEADER
 from app.web import create_app
 from eventlog.db import open_log
-from tests.helpers import SECRETS, make_block, make_body, signed_post
+from tests.helpers import SECRETS, make_block, make_body, signature, signed_post
 from tests.server import Server, write_config
 from tests.test_concurrency_and_kill import _fire, logged_message_ids
 
@@ -36,8 +39,11 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     # a zombie (exited, not yet reaped by its parent) counts as gone
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def wait_until(check: Any, timeout: float = 15.0) -> None:
@@ -45,6 +51,14 @@ def wait_until(check: Any, timeout: float = 15.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def healthz_ok(server: Server) -> bool:
+    try:
+        with urllib.request.urlopen(f"{server.url}/healthz", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:  # HTTPError (503) included
+        return False
 
 
 def metric(server: Server, line_start: str) -> float:
@@ -71,6 +85,12 @@ async def test_workers_share_one_log_and_one_metrics_page(tmp_path: Path) -> Non
         for _ in range(6):
             assert metric(server, 'notestore_deliveries_total{outcome="ok"}') == 480
         assert metric(server, "notestore_group_commit_deliveries_sum") == 480
+        answered_by = {
+            json.loads(line).get("worker")
+            for line in server.log_path.read_text().splitlines()
+            if '"event":"delivery"' in line
+        }
+        assert len(answered_by) >= 2, answered_by  # SO_REUSEPORT spread the connections
     logged = logged_message_ids(tmp_path / "data" / "events.db")
     assert set(logged) == set(acked) and set(logged.values()) == {1}
 
@@ -92,7 +112,7 @@ async def test_a_dead_worker_or_log_writer_is_replaced_and_nothing_acknowledged_
         log = server.log_path.read_text()
         assert '"log_writer_died"' in log and '"worker_died"' in log
         # After the restarts the service takes deliveries again, on every worker.
-        wait_until(lambda: b'"ok"' in urllib.request.urlopen(f"{server.url}/healthz").read())
+        wait_until(lambda: healthz_ok(server))
         after = await post_many(url, 160)
         assert len(after) == 160
     logged = logged_message_ids(tmp_path / "data" / "events.db")
@@ -112,11 +132,41 @@ def test_sigkill_of_the_supervisor_takes_every_child_with_it(tmp_path: Path) -> 
         assert serving_line(again)["pids"]["log_writer"] != pids["log_writer"]
 
 
-def test_sigterm_stops_children_in_order_and_cleans_up(tmp_path: Path) -> None:
+async def test_sigterm_during_a_burst_answers_no_503_and_cleans_up(tmp_path: Path) -> None:
     server = Server(write_config(tmp_path, SECRETS, workers=2)).start()
-    pids = serving_line(server)["pids"]
-    assert server.stop() == 0
+    started = serving_line(server)
+    pids = started["pids"]
+    statuses: list[int] = []
+    acked: list[str] = []
+
+    async def fire(session: aiohttp.ClientSession) -> None:
+        for _ in range(200):
+            block = make_block()
+            raw = json.dumps(make_body(block)).encode()
+            headers = {SIGNATURE_HEADER: signature(raw)}
+            try:
+                async with session.post(
+                    f"{server.url}/webhooks/mobio", data=raw, headers=headers
+                ) as r:
+                    statuses.append(r.status)
+                    if r.status == 200:
+                        acked.append(block["message_id"])
+            except (TimeoutError, aiohttp.ClientError):
+                return  # the server stopped listening: never acknowledged
+
+    async with aiohttp.ClientSession() as session:
+        burst = asyncio.gather(*(fire(session) for _ in range(16)))
+        await asyncio.sleep(0.5)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        await burst
+    assert server.proc.wait(timeout=30) == 0
+    # Workers drain first and the writer commits what they sent: no request is failed.
+    assert statuses and set(statuses) == {200}
+    logged = logged_message_ids(tmp_path / "data" / "events.db")
+    assert set(acked) <= set(logged) and set(logged.values()) == {1}
     assert not any(map(alive, [*pids["workers"], pids["log_writer"], pids["projectors"]]))
+    assert not Path(started["run_dir"]).exists()
     log = server.log_path.read_text()
     assert '"stopped"' in log and "Traceback" not in log
 
@@ -140,3 +190,16 @@ async def test_an_unreachable_log_writer_answers_503_and_stores_nothing(
 def test_workers_setting_is_bounded(tmp_path: Path, workers: int) -> None:
     with pytest.raises(ValueError):
         Settings(data_dir=tmp_path, workers=workers)
+
+
+def test_a_second_serve_cannot_share_the_port(tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    with Server(write_config(tmp_path / "one", SECRETS)) as first:
+        config = write_config(tmp_path / "two", SECRETS)
+        second = subprocess.run(
+            [sys.executable, "-m", "app", "serve", "--config", str(config), "--port", str(first.port)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert second.returncode != 0
+        assert f"cannot listen on 127.0.0.1:{first.port}" in second.stderr
