@@ -25,10 +25,13 @@ class Delivery(PickledAsTuple):
     signature: str
     body: bytes
     intake: Intake
-    body_digest: str = field(init=False)  # for the hash chain, computed before the writer
+    # For the hash chain: computed before the writer, and carried to the writer process
+    # with the rest (an init field, so pickling keeps it) rather than hashed there again.
+    body_digest: str = ""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "body_digest", chain.digest(self.body))
+        if not self.body_digest:
+            object.__setattr__(self, "body_digest", chain.digest(self.body))
 
 
 @dataclass(slots=True)

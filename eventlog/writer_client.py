@@ -18,26 +18,26 @@ class WriterClient:
     def __init__(self, socket_path: Path) -> None:
         self.socket_path = socket_path
         self.healthy = True
-        self._stream: asyncio.StreamWriter | None = None
-        self._outbox: Outbox | None = None
+        self._outbox: Outbox | None = None  # while connected to the writer process
         self._replies: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[Outcome | str]] = {}
         self._numbers = itertools.count()
         self._connecting = asyncio.Lock()
 
     async def _connected(self) -> Outbox:
+        if self._outbox is not None:  # the usual case: no lock on the hot path
+            return self._outbox
         async with self._connecting:
-            if self._stream is None:
+            if self._outbox is None:
                 try:
-                    reader, self._stream = await asyncio.open_unix_connection(self.socket_path)
-                    self._outbox = Outbox(self._stream)
+                    reader, stream = await asyncio.open_unix_connection(self.socket_path)
                 except OSError as exc:
                     self.healthy = False
                     raise LogUnavailable(
                         f"the log writer process is not reachable: {exc}"
                     ) from None
+                self._outbox = Outbox(stream)
                 self._replies = asyncio.create_task(self._read_replies(reader))
-            assert self._outbox is not None
             return self._outbox
 
     async def append(self, delivery: Delivery) -> Outcome:
@@ -73,9 +73,9 @@ class WriterClient:
         finally:
             # The writer process went away. What it had not answered may or may not be
             # committed; the sender gets a 503 and its retry is deduplicated either way.
-            if self._stream is not None:
-                self._stream.close()
-            self._stream = self._outbox = None
+            if self._outbox is not None:
+                self._outbox.stream.close()
+            self._outbox = None
             pending, self._pending = self._pending, {}
             # Not a failed commit: the supervisor starts a new writer, so health is unchanged.
             for future in pending.values():
@@ -87,6 +87,6 @@ class WriterClient:
     def close(self) -> None:
         if self._replies is not None:
             self._replies.cancel()
-        if self._stream is not None:
+        if self._outbox is not None:
             with contextlib.suppress(RuntimeError):
-                self._stream.close()
+                self._outbox.stream.close()

@@ -21,6 +21,7 @@ import os
 import pickle
 import signal
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,16 +67,16 @@ class Outbox:
 class WriterService:
     def __init__(self, writer: GroupCommitWriter) -> None:
         self.writer = writer
-        self.waiting = 0
+        self.outboxes: set[Outbox] = set()  # one per connected worker, drained at shutdown
 
     async def serve_worker(
         self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter
     ) -> None:
         outbox = Outbox(stream)
+        self.outboxes.add(outbox)
         try:
             while True:
                 number, delivery = await read_frame(reader)
-                self.waiting += 1
                 try:
                     self.writer.submit(delivery, functools.partial(self._done, outbox, number))
                 except LogUnavailable as exc:
@@ -86,14 +87,14 @@ class WriterService:
             # A garbled frame: drop this worker's connection (it answers 503 and reconnects).
             log.exception("log_writer_bad_frame")
         finally:
+            self.outboxes.discard(outbox)
             stream.close()
 
     def _done(self, outbox: Outbox, number: int, result: Outcome | Exception) -> None:
-        self.waiting -= 1
         outbox.send((number, str(result) if isinstance(result, Exception) else result))
 
 
-async def _run(data_dir: Path, socket_path: Path, on_batch: Any) -> None:
+async def _run(data_dir: Path, socket_path: Path, on_batch: Callable[[int], None] | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -106,8 +107,10 @@ async def _run(data_dir: Path, socket_path: Path, on_batch: Any) -> None:
     # The supervisor stops the workers first; whatever they still sent is committed.
     server.close()
     await asyncio.to_thread(service.writer.close)  # commits and answers what is queued
-    await asyncio.sleep(0)  # let the last answers' writes go out
+    # Those answers are written by now; make sure they leave before the loop closes.
+    drains = [o.stream.drain() for o in service.outboxes if not o.stream.is_closing()]
+    await asyncio.gather(*drains, return_exceptions=True)
 
 
-def main(data_dir: Path, socket_path: Path, on_batch: Any = None) -> None:
+def main(data_dir: Path, socket_path: Path, on_batch: Callable[[int], None] | None = None) -> None:
     asyncio.run(_run(data_dir, socket_path, on_batch))
