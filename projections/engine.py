@@ -6,10 +6,11 @@ a rebuild, say) can never apply the same events twice.
 
 from __future__ import annotations
 
+import bisect
 import sqlite3
 from collections.abc import Callable
 
-from eventlog.read import read_from
+from eventlog.read import LogEvent, read_from
 from eventlog.transactions import immediate
 from projections.base import Projector
 from projections.store import LIVE, Target, position, set_position
@@ -24,6 +25,36 @@ def _no_hook(point: str) -> None:
     return None
 
 
+Reader = Callable[[sqlite3.Connection, int, int], list[LogEvent]]
+
+
+class SharedReads:
+    """The last batch read from the log, handed to every projector that asks for it next.
+
+    The projectors of one process tail the log in step, and two of them fold note events:
+    sharing the batch reads and decodes each block once, not once per projector. The log
+    is append-only, so what it held after seq N never changes; the batch is extended from
+    the log when a projector asks for more than it holds.
+    """
+
+    def __init__(self) -> None:
+        self.after = 0  # the batch is every event with after < seq <= events[-1].seq
+        self.events: list[LogEvent] = []
+        self._seqs: list[int] = []
+
+    def read(self, log: sqlite3.Connection, after: int, limit: int) -> list[LogEvent]:
+        if self.events and self.after <= after < self._seqs[-1]:
+            start = bisect.bisect_right(self._seqs, after)
+            found = self.events[start : start + limit]
+            if len(found) < limit:
+                found += read_from(log, found[-1].seq, limit - len(found))
+        else:
+            found = read_from(log, after, limit)
+        if found:
+            self.after, self.events, self._seqs = after, found, [e.seq for e in found]
+        return found
+
+
 class NotBuilt(Exception):
     """The projector has no tables at this target yet: it must be (re)built first."""
 
@@ -35,12 +66,13 @@ def apply_pending(
     target: Target = LIVE,
     limit: int = BATCH,
     hook: Hook = _no_hook,
+    reader: Reader = read_from,
 ) -> int:
     """Inside the caller's transaction: fold the next batch and move the checkpoint."""
     checkpoint = position(views, projector.name, target)
     if checkpoint is None:
         raise NotBuilt(projector.name)
-    events = read_from(log, checkpoint, limit)
+    events = reader(log, checkpoint, limit)
     hook("read")
     if not events:
         return 0
@@ -60,11 +92,12 @@ def step(
     target: Target = LIVE,
     limit: int = BATCH,
     hook: Hook = _no_hook,
+    reader: Reader = read_from,
 ) -> int:
     """One batch in one transaction; returns how many log events it consumed."""
     with immediate(views):
         hook("begun")
-        applied = apply_pending(projector, views, log, target, limit, hook)
+        applied = apply_pending(projector, views, log, target, limit, hook, reader)
     return applied
 
 

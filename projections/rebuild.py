@@ -6,6 +6,7 @@ swap; the swap catches up whatever arrived meanwhile before it renames.
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from eventlog.transactions import immediate
 from projections.base import EntityProjector, Projector
 from projections.engine import BATCH, apply_pending, step
 from projections.fold import EntityState
+from projections.gc_pause import gc_paused
 from projections.store import REBUILD, set_position
 
 Progress = Callable[[int, int], None]  # (events done, events in the log)
@@ -135,17 +137,19 @@ def rebuild_all(
                 set_position(views, p.name, REBUILD, upto)
                 held[p.name].clear()
         flushed = upto
+        gc.collect(0)  # the collector is paused: clear whatever this stretch left in cycles
 
-    for events in iter_from(log, 0, batch, until=total):
-        for p in entity_projectors:
-            relevant = [e for e in events if e.event_type in p.event_types]
-            p.fold_into(views, relevant, REBUILD.suffix, held[p.name])
-        done = events[-1].seq
-        if sum(len(states) for states in held.values()) >= FLUSH_ENTITIES:
-            flush(done)
-        if progress:
-            progress(done, max(done, total))
-    flush(done)
+    with gc_paused():
+        for events in iter_from(log, 0, batch, until=total):
+            for p in entity_projectors:
+                relevant = [e for e in events if e.event_type in p.event_types]
+                p.fold_into(views, relevant, REBUILD.suffix, held[p.name])
+            done = events[-1].seq
+            if sum(len(states) for states in held.values()) >= FLUSH_ENTITIES:
+                flush(done)
+            if progress:
+                progress(done, max(done, total))
+        flush(done)
     for other in others:
         while step(other, views, log, REBUILD, batch):
             pass

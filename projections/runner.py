@@ -20,7 +20,7 @@ import structlog
 from eventlog.db import LOG_FILE, connect
 from eventlog.read import head_seq
 from projections.base import ProjectionFailed, Projector
-from projections.engine import BATCH, step
+from projections.engine import BATCH, SharedReads, step
 from projections.rebuild import needs_rebuild, rebuild
 from projections.store import clear_error, live_row, open_views, record_error
 
@@ -50,6 +50,7 @@ class Runner:
         self._wakes = {p.name: asyncio.Event() for p in projectors}
         self._stop = threading.Event()
         self._write_lock = threading.Lock()
+        self._reads = SharedReads()  # used under _write_lock
         self._cleared: set[str] = set()  # projectors whose stored error row this run has cleared
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -136,7 +137,7 @@ class Runner:
         # One projector writes views.db at a time: waiting on this lock wakes at once, while
         # SQLite's busy handler would sleep in steps of up to 100 ms between retries.
         with self._write_lock:
-            return step(projector, views, events, limit=BATCH)
+            return step(projector, views, events, limit=BATCH, reader=self._reads.read)
 
     def _succeeded(self, projector: Projector, views: sqlite3.Connection) -> None:
         if projector.name in self.errors or projector.name not in self._cleared:

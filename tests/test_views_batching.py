@@ -1,0 +1,80 @@
+"""What makes the projectors cheaper under load: shared batch reads, the paused collector."""
+
+from __future__ import annotations
+
+import gc
+import tempfile
+import threading
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventlog.db import LOG_FILE, connect, open_log
+from eventlog.read import head_seq, read_from
+from projections.engine import SharedReads
+from projections.gc_pause import gc_paused
+from tests.helpers import make_block
+from tests.views_kit import append_blocks
+
+# (events appended first, position asked for, how many)
+reads = st.lists(
+    st.tuples(st.integers(0, 6), st.integers(0, 40), st.integers(1, 12)), min_size=1, max_size=20
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(reads)
+def test_shared_reads_give_exactly_what_the_log_gives(steps: list[tuple[int, int, int]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        open_log(data).close()
+        log = connect(data / LOG_FILE, readonly=True)
+        shared = SharedReads()
+        try:
+            for appended, after, limit in steps:
+                if appended:
+                    append_blocks(data, [make_block() for _ in range(appended)])
+                after = min(after, head_seq(log))
+                assert shared.read(log, after, limit) == read_from(log, after, limit)
+        finally:
+            log.close()
+
+
+def test_projectors_at_the_same_position_share_one_decoded_batch(tmp_path: Path) -> None:
+    append_blocks(tmp_path, [make_block() for _ in range(10)])
+    log = connect(tmp_path / LOG_FILE, readonly=True)
+    shared = SharedReads()
+    first = shared.read(log, 0, 8)
+    second = shared.read(log, 0, 8)
+    tail = shared.read(log, 4, 8)  # part held, the rest read from the log
+    log.close()
+    assert all(a is b for a, b in zip(first, second, strict=True))
+    assert [e.seq for e in tail] == [5, 6, 7, 8, 9, 10]
+    assert all(a is b for a, b in zip(first[4:], tail, strict=False))
+
+
+def test_the_collector_is_paused_while_any_thread_folds_and_restored_after() -> None:
+    assert gc.isenabled()
+    inside, release = threading.Event(), threading.Event()
+
+    def fold() -> None:
+        with gc_paused():
+            inside.set()
+            release.wait(10)
+
+    other = threading.Thread(target=fold)
+    with gc_paused():
+        other.start()
+        inside.wait(10)
+    assert not gc.isenabled()  # the other thread still folds
+    release.set()
+    other.join()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # whoever turned it off keeps it off
+    finally:
+        gc.enable()
