@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 
 from eventlog import chain
 from eventlog.intake import Intake, NewEvent, Rejected
-from eventlog.pickling import PickledAsTuple
 from eventlog.transactions import immediate
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery(PickledAsTuple):
+class Delivery:
     """One request whose signature verified, with what intake made of its body."""
 
     received_at: float
@@ -26,7 +25,7 @@ class Delivery(PickledAsTuple):
     body: bytes
     intake: Intake
     # For the hash chain: computed before the writer, and carried to the writer process
-    # with the rest (an init field, so pickling keeps it) rather than hashed there again.
+    # with the rest (eventlog.wire) rather than hashed there again.
     body_digest: str = ""
 
     def __post_init__(self) -> None:
@@ -35,7 +34,7 @@ class Delivery(PickledAsTuple):
 
 
 @dataclass(slots=True)
-class Outcome(PickledAsTuple):
+class Outcome:
     accepted: int = 0
     duplicates: int = 0
     quarantined: int = 0

@@ -14,11 +14,10 @@ from pydantic import ValidationError
 from eventlog import chain
 from eventlog.canonical import compact_json, event_content_hash, loads_strict, sha256_hex
 from eventlog.models import BLOCK, Envelope, entity_kind
-from eventlog.pickling import PickledAsTuple
 
 
 @dataclass(frozen=True, slots=True)
-class NewEvent(PickledAsTuple):
+class NewEvent:
     """A block that passed validation, with the columns the log indexes."""
 
     message_id: str
@@ -35,7 +34,7 @@ class NewEvent(PickledAsTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class Rejected(PickledAsTuple):
+class Rejected:
     """Something verified but not acceptable: kept in quarantine with the reason."""
 
     reason: str
@@ -50,7 +49,7 @@ class Rejected(PickledAsTuple):
 
 
 @dataclass(slots=True)
-class Intake(PickledAsTuple):
+class Intake:
     app_id: str | None = None
     request_id: str | None = None
     events: list[NewEvent] = field(default_factory=list)

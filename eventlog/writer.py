@@ -28,6 +28,18 @@ MAX_BATCH = 512
 CHECKPOINT_INTERVAL_S = 1.0
 
 
+def open_log_for_writing(data_dir: Path) -> sqlite3.Connection:
+    conn = open_log(data_dir)
+    conn.execute("PRAGMA wal_autocheckpoint = 0")  # the Checkpointer's job, off the commit path
+    return conn
+
+
+def close_log(conn: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    conn.close()
+
+
 class LogUnavailable(Exception):
     """The log could not commit (disk full, locked past the timeout, closed)."""
 
@@ -54,21 +66,15 @@ class GroupCommitWriter:
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         """on_commit(last seq) after each commit that appended; on_batch(deliveries) after each."""
-        self._conn = open_log(data_dir)
-        # Checkpoints fsync too: keep them off the commit path (see _checkpoint_loop).
-        self._conn.execute("PRAGMA wal_autocheckpoint = 0")
-        self._path = Path(data_dir) / LOG_FILE
+        self._conn = open_log_for_writing(data_dir)
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._on_commit = on_commit
         self._on_batch = on_batch
         self._stopping = threading.Event()
         self.healthy = True
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
-        self._checkpointer = threading.Thread(
-            target=self._checkpoint_loop, name="log-checkpointer", daemon=True
-        )
         self._thread.start()
-        self._checkpointer.start()
+        self._checkpointer = Checkpointer(Path(data_dir) / LOG_FILE)
 
     async def append(self, delivery: Delivery) -> Outcome:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
@@ -87,7 +93,7 @@ class GroupCommitWriter:
         self._stopping.set()
         self._queue.put(None)
         self._thread.join()
-        self._checkpointer.join()
+        self._checkpointer.stop()
         # An append() that raced the stop may have queued after the writer's last batch.
         late: list[_Item] = []
         with contextlib.suppress(queue.Empty):
@@ -97,9 +103,7 @@ class GroupCommitWriter:
                     late.append(item)
         if late:
             _settle(late, [LogUnavailable("the log is shutting down")] * len(late))
-        with contextlib.suppress(sqlite3.Error):
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        self._conn.close()
+        close_log(self._conn)
 
     def _take_batch(self) -> tuple[list[_Item], bool]:
         first = self._queue.get()
@@ -126,31 +130,54 @@ class GroupCommitWriter:
                 return
 
     def _commit(self, items: list[_Item]) -> None:
-        try:
-            outcomes = append_deliveries(self._conn, [d for d, _, _ in items])
-        except Exception as exc:
-            if len(items) > 1:
-                # Do not let one odd delivery sink its batch: retry each alone.
-                for item in items:
-                    self._commit([item])
-                return
-            self.healthy = False
-            log.error("log_commit_failed", error=str(exc))
-            _settle(items, [LogUnavailable(str(exc))])
-            return
-        self.healthy = True
+        results = commit_batch(self._conn, [d for d, _, _ in items])
+        self.healthy = not all(isinstance(r, Exception) for r in results)
         if self._on_batch is not None:
             self._on_batch(len(items))
-        _settle(items, outcomes)
-        if self._on_commit is not None and any(o.seqs for o in outcomes):
-            self._on_commit(max(max(o.seqs) for o in outcomes if o.seqs))
+        _settle(items, results)
+        seqs = [max(r.seqs) for r in results if isinstance(r, Outcome) and r.seqs]
+        if self._on_commit is not None and seqs:
+            self._on_commit(max(seqs))
 
-    def _checkpoint_loop(self) -> None:
+
+def commit_batch(conn: sqlite3.Connection, deliveries: list[Delivery]) -> list[Outcome | Exception]:
+    """Each delivery's outcome, committed in one transaction; LogUnavailable where it failed.
+
+    If the transaction fails, each delivery is retried alone, so one odd delivery
+    cannot sink the rest of its batch.
+    """
+    try:
+        return list(append_deliveries(conn, deliveries))
+    except Exception as exc:
+        if len(deliveries) > 1:
+            return [result for d in deliveries for result in commit_batch(conn, [d])]
+        log.error("log_commit_failed", error=str(exc))
+        return [LogUnavailable(str(exc))]
+
+
+class Checkpointer:
+    """Copies the WAL back into the log every second, on a thread and connection of its own.
+
+    The writer turns automatic checkpoints off: they fsync too, and would sit on the
+    commit path of whichever delivery crossed the threshold. PASSIVE never blocks the
+    writer; it copies what it can.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="log-checkpointer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+
+    def _run(self) -> None:
         conn = connect(self._path)
         try:
             while not self._stopping.wait(CHECKPOINT_INTERVAL_S):
                 try:
-                    # PASSIVE never blocks the writer; it copies what it can.
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as exc:
                     log.warning("wal_checkpoint_failed", error=str(exc))

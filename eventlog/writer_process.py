@@ -1,116 +1,201 @@
 """The log's one writer process, for serve's workers: they hand it deliveries over a socket.
 
-Each worker verifies and validates its requests, then sends the Delivery here and
-waits for its Outcome. This process does nothing but group commits (GroupCommitWriter),
-so its SQLite work never competes with HTTP for a worker's GIL, and one transaction
-gathers the deliveries of every worker (larger batches, no lock hand-offs between
-processes). Acknowledged still means durable: a worker answers 200 only after the
-reply, which is sent after the commit that holds the delivery.
+Each worker verifies and validates its requests, then sends the Delivery here
+(eventlog.wire) and waits for its Outcome. This process does nothing but group
+commits, so its SQLite work never competes with HTTP for a worker's GIL, and one
+transaction gathers the deliveries of every worker. Acknowledged still means
+durable: a reply is sent only after the commit that holds its delivery.
 
-Wire format, both ways: a 4-byte big-endian length, then a pickle. Requests are
-(request number, Delivery); replies (request number, Outcome or error text). The
-socket lives in a 0700 directory of the user who runs serve, so only that user can
-speak to it.
+One thread, one loop: wait until some worker has sent something, take every frame
+that has arrived, commit them all as one transaction, answer, repeat. What arrives
+during a commit waits in the socket buffers and makes the next batch, so batches
+grow with the load by themselves. (An event loop plus a commit thread, as in
+GroupCommitWriter, measured ~60 µs more CPU per delivery here in hand-offs.)
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
+import contextlib
 import os
-import pickle
+import selectors
 import signal
-import struct
+import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import FrameType
 
 import structlog
 
-from eventlog.append import Outcome
-from eventlog.writer import GroupCommitWriter, LogUnavailable
+from eventlog.append import Delivery, Outcome
+from eventlog.db import LOG_FILE
+from eventlog.wire import frame, parse_request, reply, take_frames
+from eventlog.writer import (
+    MAX_BATCH,
+    Checkpointer,
+    close_log,
+    commit_batch,
+    open_log_for_writing,
+)
 
 log = structlog.get_logger("notestore.writer")
 
-_LENGTH = struct.Struct(">I")
+_READ_SIZE = 1 << 20
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-async def read_frame(reader: asyncio.StreamReader) -> Any:
-    """The next object on the stream; IncompleteReadError at the end."""
-    (size,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
-    return pickle.loads(await reader.readexactly(size))
+Request = tuple["Worker", int, Delivery]  # who sent it, its number there, the delivery
 
 
-def frame(obj: Any) -> bytes:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LENGTH.pack(len(data)) + data
+class Worker:
+    """One worker's connection: bytes received but not yet framed, replies not yet sent."""
 
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.inbox = bytearray()
+        self.outbox = bytearray()
 
-class Outbox:
-    """Frames for one stream, written together once per loop iteration (one syscall, not many)."""
+    def receive(self) -> tuple[list[tuple[int, Delivery]], bool]:
+        """The requests that have arrived, and whether the worker has hung up."""
+        while True:
+            try:
+                data = self.sock.recv(_READ_SIZE)
+            except BlockingIOError:
+                break
+            except ConnectionError:
+                return [], True
+            if not data:
+                return self._requests(), True
+            self.inbox += data
+            if len(data) < _READ_SIZE:
+                break
+        return self._requests(), False
 
-    def __init__(self, stream: asyncio.StreamWriter) -> None:
-        self.stream = stream
-        self.frames: list[bytes] = []
+    def _requests(self) -> list[tuple[int, Delivery]]:
+        return [parse_request(row) for row in take_frames(self.inbox)]
 
-    def send(self, obj: Any) -> None:
-        if not self.frames:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self.frames.append(frame(obj))
+    def answer(self, number: int, result: Outcome | Exception) -> None:
+        self.outbox += frame(reply(number, result))
 
-    def _flush(self) -> None:
-        frames, self.frames = self.frames, []
-        if not self.stream.is_closing():
-            self.stream.write(b"".join(frames))
-
-
-class WriterService:
-    def __init__(self, writer: GroupCommitWriter) -> None:
-        self.writer = writer
-        self.outboxes: set[Outbox] = set()  # one per connected worker, drained at shutdown
-
-    async def serve_worker(
-        self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter
-    ) -> None:
-        outbox = Outbox(stream)
-        self.outboxes.add(outbox)
+    def flush(self) -> bool:
+        """Send what the socket takes now; True once nothing is left to send."""
         try:
-            while True:
-                number, delivery = await read_frame(reader)
-                try:
-                    self.writer.submit(delivery, functools.partial(self._done, outbox, number))
-                except LogUnavailable as exc:
-                    self._done(outbox, number, exc)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the worker went away
+            while self.outbox:
+                sent = self.sock.send(self.outbox)
+                del self.outbox[:sent]
+        except BlockingIOError:
+            return False
+        except OSError:
+            self.outbox.clear()  # the worker is gone: nobody waits for these answers
+        return True
+
+
+class WriterLoop:
+    def __init__(
+        self, data_dir: Path, socket_path: Path, on_batch: Callable[[int], None] | None
+    ) -> None:
+        self.conn = open_log_for_writing(data_dir)
+        self.on_batch = on_batch
+        self.selector = selectors.DefaultSelector()
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(socket_path))
+        os.chmod(socket_path, 0o600)
+        self.server.listen(64)
+        self.server.setblocking(False)
+        self.selector.register(self.server, selectors.EVENT_READ, None)
+        # A stop signal writes to this socket, so select() returns at once.
+        self._wake, wake_end = socket.socketpair()
+        self._wake_end = wake_end
+        for end in (self._wake, wake_end):
+            end.setblocking(False)
+        signal.set_wakeup_fd(wake_end.fileno(), warn_on_full_buffer=False)
+        self.selector.register(self._wake, selectors.EVENT_READ, self._wake)
+        self.stopping = False
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, self._stop)
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def run(self) -> None:
+        log.info("log_writer_ready")
+        while not self.stopping:
+            self._commit(self._gather(self.selector.select()))
+        # The supervisor stops the workers first: commit whatever they still sent.
+        self.selector.unregister(self.server)
+        self.server.close()
+        self._commit(self._gather([(key, selectors.EVENT_READ) for key in self._workers()]))
+        for key in self._workers():
+            self._drop(key.data)
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        self._wake.close()
+        self._wake_end.close()
+        self.selector.close()
+        close_log(self.conn)
+
+    def _workers(self) -> list[selectors.SelectorKey]:
+        return [k for k in self.selector.get_map().values() if isinstance(k.data, Worker)]
+
+    def _gather(self, ready: list[tuple[selectors.SelectorKey, int]]) -> list[Request]:
+        batch: list[Request] = []
+        for key, events in ready:
+            if key.data is None:
+                self._accept()
+            elif key.data is self._wake:
+                with contextlib.suppress(BlockingIOError):
+                    self._wake.recv(4096)
+            else:
+                worker: Worker = key.data
+                if events & selectors.EVENT_WRITE and worker.flush():
+                    self.selector.modify(worker.sock, selectors.EVENT_READ, worker)
+                if events & selectors.EVENT_READ:
+                    batch += self._receive(worker)
+        return batch
+
+    def _accept(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            sock, _ = self.server.accept()
+            sock.setblocking(False)
+            self.selector.register(sock, selectors.EVENT_READ, Worker(sock))
+
+    def _receive(self, worker: Worker) -> list[Request]:
+        try:
+            requests, gone = worker.receive()
         except Exception:
             # A garbled frame: drop this worker's connection (it answers 503 and reconnects).
             log.exception("log_writer_bad_frame")
-        finally:
-            self.outboxes.discard(outbox)
-            stream.close()
+            requests, gone = [], True
+        if gone:
+            # What it sent before hanging up is still committed; its answers go nowhere.
+            self._drop(worker)
+        return [(worker, number, delivery) for number, delivery in requests]
 
-    def _done(self, outbox: Outbox, number: int, result: Outcome | Exception) -> None:
-        outbox.send((number, str(result) if isinstance(result, Exception) else result))
+    def _drop(self, worker: Worker) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(worker.sock)
+        worker.sock.close()
 
-
-async def _run(data_dir: Path, socket_path: Path, on_batch: Callable[[int], None] | None) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    service = WriterService(GroupCommitWriter(data_dir, on_batch=on_batch))
-    server = await asyncio.start_unix_server(service.serve_worker, path=str(socket_path))
-    os.chmod(socket_path, 0o600)
-    log.info("log_writer_ready")
-    await stop.wait()
-    # The supervisor stops the workers first; whatever they still sent is committed.
-    server.close()
-    await asyncio.to_thread(service.writer.close)  # commits and answers what is queued
-    # Those answers are written by now; make sure they leave before the loop closes.
-    drains = [o.stream.drain() for o in service.outboxes if not o.stream.is_closing()]
-    await asyncio.gather(*drains, return_exceptions=True)
+    def _commit(self, batch: list[Request]) -> None:
+        for start in range(0, len(batch), MAX_BATCH):
+            part = batch[start : start + MAX_BATCH]
+            results = commit_batch(self.conn, [delivery for _, _, delivery in part])
+            if self.on_batch is not None:
+                self.on_batch(len(part))
+            for (worker, number, _), result in zip(part, results, strict=True):
+                worker.answer(number, result)
+        for worker in {worker for worker, _, _ in batch}:
+            if not worker.flush() and worker.sock.fileno() >= 0:
+                # the rest goes out when the socket takes it (see _gather)
+                both = selectors.EVENT_READ | selectors.EVENT_WRITE
+                self.selector.modify(worker.sock, both, worker)
 
 
 def main(data_dir: Path, socket_path: Path, on_batch: Callable[[int], None] | None = None) -> None:
-    asyncio.run(_run(data_dir, socket_path, on_batch))
+    loop = WriterLoop(data_dir, socket_path, on_batch)
+    checkpointer = Checkpointer(Path(data_dir) / LOG_FILE)
+    try:
+        loop.run()
+    finally:
+        checkpointer.stop()
+        loop.close()
