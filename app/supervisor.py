@@ -94,7 +94,7 @@ def _child(run: Callable[[], None], parent: int, metrics_dir: Path, **context: o
     code = 0
     try:
         for sig in _STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)  # the child's event loop installs its own
+            signal.signal(sig, signal.SIG_DFL)  # the child installs its own handlers
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked across the fork
         # Its own process group: a Ctrl-C on the terminal reaches the supervisor alone,
         # which then stops the children in order.

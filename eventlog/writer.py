@@ -1,8 +1,11 @@
-"""One writer thread that commits whatever is queued as one transaction (group commit).
+"""Group commit: whatever deliveries are waiting are committed as one transaction.
 
-Callers `await writer.append(delivery)`: it returns once the transaction holding
-the delivery is durable, or raises LogUnavailable. The answers of one batch are
-handed back to the event loop in one call, not one wake-up per delivery.
+GroupCommitWriter is the in-process form (an app run on its own, tests): callers
+`await writer.append(delivery)`, which returns once the transaction holding the
+delivery is durable, or raises LogUnavailable; one writer thread commits, and the
+answers of one batch go back to the event loop in one call. `notestore serve` uses
+the log writer process instead (eventlog.writer_process), which shares commit_batch
+and the Checkpointer with it.
 """
 
 from __future__ import annotations
@@ -77,16 +80,12 @@ class GroupCommitWriter:
         self._checkpointer = Checkpointer(Path(data_dir) / LOG_FILE)
 
     async def append(self, delivery: Delivery) -> Outcome:
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self.submit(delivery, functools.partial(_settle_future, future))
-        return await future
-
-    def submit(self, delivery: Delivery, done: Done) -> None:
-        """Queue a delivery from an event loop; that loop calls `done(outcome)` once the
-        transaction holding it is durable, or `done(LogUnavailable)` if it failed."""
         if self._stopping.is_set():
             raise LogUnavailable("the log is shutting down")
-        self._queue.put((delivery, asyncio.get_running_loop(), done))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        self._queue.put((delivery, loop, functools.partial(_settle_future, future)))
+        return await future
 
     def close(self) -> None:
         """Finish what is queued, then stop."""

@@ -62,8 +62,8 @@ class Worker:
             except BlockingIOError:
                 break
             except ConnectionError:
-                return [], True
-            if not data:
+                data = b""
+            if not data:  # hung up: what it sent in full is still committed
                 return self._requests(), True
             self.inbox += data
             if len(data) < _READ_SIZE:
@@ -167,8 +167,7 @@ class WriterLoop:
             log.exception("log_writer_bad_frame")
             requests, gone = [], True
         if gone:
-            # What it sent before hanging up is still committed; its answers go nowhere.
-            self._drop(worker)
+            self._drop(worker)  # its answers go nowhere
         return [(worker, number, delivery) for number, delivery in requests]
 
     def _drop(self, worker: Worker) -> None:
