@@ -77,6 +77,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         # children bound once: labels() costs a lock and a lookup on every call
+        self.delivery = {
+            o: self.requests.labels(o) for o in ("ok", "unauthorized", "too_large", "unavailable")
+        }
         self._blocks = {o: self.blocks.labels(o) for o in ("accepted", "duplicate", "quarantined")}
         self._events: dict[str, Counter] = {}
         self.batch_size = Histogram(

@@ -62,15 +62,15 @@ async def receive(request: web.Request) -> web.Response:
         try:
             response = await _receive(request)
         except PayloadTooLarge:
-            metrics.requests.labels("too_large").inc()
+            metrics.delivery["too_large"].inc()
             raise
         except Unauthorized:
-            metrics.requests.labels("unauthorized").inc()
+            metrics.delivery["unauthorized"].inc()
             raise
         except Unavailable:
-            metrics.requests.labels("unavailable").inc()
+            metrics.delivery["unavailable"].inc()
             raise
-    metrics.requests.labels("ok").inc()
+    metrics.delivery["ok"].inc()
     return response
 
 
