@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 
 from app.errors import NotestoreError, Unavailable
-from eventlog.canonical import compact_json
+from eventlog.canonical import compact_json_bytes
 
 log = structlog.get_logger("notestore.http")
 
@@ -20,7 +20,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def json_response(body: Any, status: int = 200) -> web.Response:
     """A JSON answer, encoded with orjson (the json module for what orjson cannot encode)."""
     return web.Response(
-        body=compact_json(body).encode(), status=status, content_type="application/json"
+        body=compact_json_bytes(body), status=status, content_type="application/json"
     )
 
 

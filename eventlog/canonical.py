@@ -32,6 +32,14 @@ def compact_json(value: Any) -> str:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def compact_json_bytes(value: Any) -> bytes:
+    """compact_json as UTF-8, without a round trip through str (for HTTP answers)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return compact_json(value).encode()
+
+
 def sha256_hex(data: bytes | str) -> str:
     if isinstance(data, str):
         data = data.encode("utf-8")

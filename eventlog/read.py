@@ -82,9 +82,13 @@ def read_by_entity(conn: sqlite3.Connection, entity_ids: Iterable[str]) -> list[
     if not ids:
         return []
     marks = ", ".join("?" * len(ids))
+    # The seqs come from the two indexes alone and are deduplicated as integers; only then
+    # are the rows read, in seq order. (A UNION of whole rows sorted and compared every
+    # column, blocks included.)
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM events WHERE entity_id IN ({marks})"
-        f" UNION SELECT {_COLUMNS} FROM events WHERE note_id IN ({marks}) ORDER BY seq",
+        f"SELECT {_COLUMNS} FROM events WHERE seq IN ("
+        f"SELECT seq FROM events WHERE entity_id IN ({marks})"
+        f" UNION ALL SELECT seq FROM events WHERE note_id IN ({marks})) ORDER BY seq",
         (*ids, *ids),
     )
     return _events(rows)

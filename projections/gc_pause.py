@@ -1,12 +1,16 @@
-"""Folding with Python's cyclic garbage collector paused.
+"""Decoding and folding events with Python's cyclic garbage collector paused.
 
-Folding allocates a great many small objects (decoded blocks, stamps, states) that
-live until the batch is written. Each of those allocations counts towards the next
-collection, and a full collection walks every object held, so a rebuild holding
-20,000 entity states spent up to half its time in the collector (measured: 9,500
-events/s with it, 20,000 without). Nothing folding makes refers back to itself, so
-reference counting frees it all; whoever pauses runs `gc.collect(0)` at points where
-little is held (a rebuild does at each flush), which bounds what a stray cycle can keep.
+Decoding blocks allocates a great many small containers, and every allocation
+counts towards the next collection, which walks what is held:
+- a rebuild holding 20,000 entity states spent up to half its time in the collector
+  (9,500 events/s with it, 20,000 without);
+- a note's history (84 events decoded) took a median 3.5 ms and a p99 of 21 ms with
+  it, and 2.2 ms and 4.6 ms without.
+Nothing decoded or folded refers back to itself, so reference counting frees it all
+when the work is done. Pause only around synchronous work: a pause held across an
+`await` would pause the collector for everything else the event loop runs. A long
+pause (a rebuild) runs `gc.collect(0)` where little is held, to bound what a stray
+cycle can keep.
 """
 
 from __future__ import annotations

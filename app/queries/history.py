@@ -9,6 +9,7 @@ from app.errors import NotFound
 from app.queries.scope import Scope
 from eventlog.read import LogEvent, read_by_entity, read_from
 from projections.fold import own_candidates
+from projections.gc_pause import gc_paused
 
 _ACTOR_FIELDS = frozenset({"updated_by", "created_by"})
 
@@ -38,6 +39,7 @@ def history_item(event: LogEvent) -> dict[str, Any]:
     }
 
 
+@gc_paused()
 def note_history(
     views: sqlite3.Connection, log: sqlite3.Connection, scope: Scope, note_id: str
 ) -> dict[str, Any]:
@@ -62,6 +64,7 @@ def _about(event: LogEvent, note_id: str, comment_ids: list[str]) -> bool:
     return event.entity_id == note_id or (event.entity is None and event.note_id == note_id)
 
 
+@gc_paused()
 def log_page(log: sqlite3.Connection, scope: Scope, after: int, limit: int) -> dict[str, Any]:
     events = read_from(log, after, limit + 1, scope.sql())
     more = len(events) > limit

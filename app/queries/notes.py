@@ -13,6 +13,7 @@ from eventlog.models import NOTE_EVENTS
 from eventlog.read import read_by_entity
 from projections.documents import note_document
 from projections.fold import EntityState
+from projections.gc_pause import gc_paused
 
 
 def get_note(views: sqlite3.Connection, scope: Scope, note_id: str) -> dict[str, Any]:
@@ -23,6 +24,7 @@ def get_note(views: sqlite3.Connection, scope: Scope, note_id: str) -> dict[str,
     return doc
 
 
+@gc_paused()  # decodes and folds every event of the note
 def note_as_of(log: sqlite3.Connection, scope: Scope, note_id: str, at: float) -> dict[str, Any]:
     """The note folded from its events with action_time <= at, with the projector's own fold."""
     events = [
