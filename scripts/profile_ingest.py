@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""Where ingest's CPU goes: microseconds of CPU per accepted delivery, per serve process.
+
+Runs `notestore serve` under the same load as bench_ingest.py and reads each
+process's user and system time from /proc before and after (Linux). Not a pass/fail
+benchmark: a map of the cost, to choose what to work on next.
+
+    python scripts/profile_ingest.py [--seconds 8] [--workers 2] [--connections 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_ingest import signed_bodies  # noqa: E402
+from benchlib import SECRETS  # noqa: E402
+from load import run_load, write_bodies  # noqa: E402
+
+from tests.server import Server, write_config  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
+def roles(server: Server) -> dict[str, list[int]]:
+    for line in server.log_path.read_text().splitlines():
+        if '"serving"' in line:
+            pids = json.loads(line)["pids"]
+            return {
+                "workers (together)": pids["workers"],
+                "log writer": [pids["log_writer"]],
+                "projectors": [pids["projectors"]],
+                "supervisor": [server.proc.pid] if server.proc else [],
+            }
+    raise SystemExit("serve logged no serving line")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--bodies", type=int, default=60_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        bodies = folder / "bodies.txt"
+        write_bodies(bodies, signed_bodies(args.bodies))
+        config = write_config(folder, SECRETS, {"t": ["*"]}, workers=args.workers)
+        with Server(config) as server:
+            time.sleep(1)  # start-up work out of the way
+            by_role = roles(server)
+            before = {pid: cpu_seconds(pid) for pids in by_role.values() for pid in pids}
+            wall = time.perf_counter()
+            result = run_load(
+                f"{server.url}/webhooks/mobio", bodies, args.seconds, args.connections
+            )
+            wall = time.perf_counter() - wall
+            after = {pid: cpu_seconds(pid) for pid in before}
+    per = 1e6 / max(result.requests, 1)
+    print(f"{result.rate:,.0f} req/s, p99 {result.p99_ms:.1f} ms, {result.requests:,} answered "
+          f"({result.non_2xx} not 200), {args.workers} workers")  # fmt: skip
+    print(f"{'process':<20} {'user µs':>8} {'sys µs':>8} {'cores':>6}   (per delivery; cores busy)")
+    total = 0.0
+    for role, pids in by_role.items():
+        user = sum(after[p][0] - before[p][0] for p in pids)
+        system = sum(after[p][1] - before[p][1] for p in pids)
+        total += user + system
+        print(f"{role:<20} {user * per:>8.0f} {system * per:>8.0f} {(user + system) / wall:>6.2f}")
+    print(
+        f"{'serve in all':<20} {total * per:>17.0f} {total / wall:>6.2f}   of {os.cpu_count()} cores"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
