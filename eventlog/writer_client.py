@@ -71,11 +71,12 @@ class WriterClient:
     async def append(self, delivery: Delivery) -> Outcome:
         outbox = await self._connected()
         number = next(self._numbers)
+        row = request(number, delivery)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome | str] = loop.create_future()
         self._pending[number] = (loop.time() + self.reply_timeout, future)
-        outbox.send(request(number, delivery))
         try:
+            outbox.send(row)
             result = await future
         finally:
             self._pending.pop(number, None)

@@ -20,6 +20,7 @@ import os
 import selectors
 import signal
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -40,6 +41,7 @@ from eventlog.writer import (
 log = structlog.get_logger("notestore.writer")
 
 _READ_SIZE = 1 << 20
+DRAIN_S = 5.0  # at shutdown, how long answers may wait for a slow worker to take them
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -120,12 +122,27 @@ class WriterLoop:
         log.info("log_writer_ready")
         while not self.stopping:
             self._commit(self._gather(self.selector.select()))
-        # The supervisor stops the workers first: commit whatever they still sent.
+        # The supervisor stops the workers first: commit whatever they still sent, and
+        # get the answers out to those still listening before closing.
         self.selector.unregister(self.server)
         self.server.close()
         self._commit(self._gather([(key, selectors.EVENT_READ) for key in self._workers()]))
+        self._drain()
         for key in self._workers():
             self._drop(key.data)
+
+    def _drain(self) -> None:
+        """Send the answers still queued, for as long as a worker keeps taking them."""
+        deadline = time.monotonic() + DRAIN_S
+        while (waiting := [k.data for k in self._workers() if k.data.outbox]) and (
+            left := deadline - time.monotonic()
+        ) > 0:
+            for worker in waiting:
+                self.selector.modify(worker.sock, selectors.EVENT_WRITE, worker)
+            ready = self.selector.select(left)
+            for key, _ in ready:
+                if isinstance(key.data, Worker) and key.data.flush():
+                    self._drop(key.data)  # all answered; nothing more comes from it
 
     def close(self) -> None:
         signal.set_wakeup_fd(-1)
@@ -154,10 +171,15 @@ class WriterLoop:
         return batch
 
     def _accept(self) -> None:
-        with contextlib.suppress(BlockingIOError):
+        try:
             sock, _ = self.server.accept()
-            sock.setblocking(False)
-            self.selector.register(sock, selectors.EVENT_READ, Worker(sock))
+        except BlockingIOError:
+            return
+        except OSError as exc:  # out of descriptors, say: the worker retries
+            log.warning("log_writer_accept_failed", error=str(exc))
+            return
+        sock.setblocking(False)
+        self.selector.register(sock, selectors.EVENT_READ, Worker(sock))
 
     def _receive(self, worker: Worker) -> list[Request]:
         try:
@@ -183,11 +205,12 @@ class WriterLoop:
                 self.on_batch(len(part))
             for (worker, number, _), result in zip(part, results, strict=True):
                 worker.answer(number, result)
-        for worker in {worker for worker, _, _ in batch}:
-            if not worker.flush() and worker.sock.fileno() >= 0:
-                # the rest goes out when the socket takes it (see _gather)
-                both = selectors.EVENT_READ | selectors.EVENT_WRITE
-                self.selector.modify(worker.sock, both, worker)
+            # answered after each transaction, not after all of a long backlog
+            for worker in {worker for worker, _, _ in part}:
+                if not worker.flush() and worker.sock.fileno() >= 0:
+                    # the rest goes out when the socket takes it (see _gather)
+                    both = selectors.EVENT_READ | selectors.EVENT_WRITE
+                    self.selector.modify(worker.sock, both, worker)
 
 
 def main(data_dir: Path, socket_path: Path, on_batch: Callable[[int], None] | None = None) -> None:

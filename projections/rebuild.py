@@ -100,6 +100,7 @@ def rebuild(
 # Entities held in memory between writes while rebuilding: hot entities are folded many
 # times but written once per flush. Bounded, so memory stays flat whatever the log size.
 FLUSH_ENTITIES = 20_000
+COLLECT_EVERY = 100_000  # events folded between collections while the collector is paused
 
 
 def rebuild_all(
@@ -137,9 +138,9 @@ def rebuild_all(
                 set_position(views, p.name, REBUILD, upto)
                 held[p.name].clear()
         flushed = upto
-        gc.collect(0)  # the collector is paused: clear whatever this stretch left in cycles
 
     with gc_paused():
+        collected = 0
         for events in iter_from(log, 0, batch, until=total):
             for p in entity_projectors:
                 relevant = [e for e in events if e.event_type in p.event_types]
@@ -147,6 +148,11 @@ def rebuild_all(
             done = events[-1].seq
             if sum(len(states) for states in held.values()) >= FLUSH_ENTITIES:
                 flush(done)
+            if done - collected >= COLLECT_EVERY:
+                # The pause covers every thread of the process (the projector process's
+                # runner too): clear what cycles anything left, now and then.
+                gc.collect(0)
+                collected = done
             if progress:
                 progress(done, max(done, total))
         flush(done)

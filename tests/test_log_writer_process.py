@@ -166,6 +166,47 @@ def test_sigterm_commits_everything_already_sent(writer: WriterProcess) -> None:
     assert writer.message_ids() == sent
 
 
+def test_a_worker_hanging_up_mid_frame_has_its_whole_requests_committed(
+    writer: WriterProcess,
+) -> None:
+    bodies = [make_body() for _ in range(4)]
+    frames = [frame(request(n, delivery(b))) for n, b in enumerate(bodies)]
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(writer.socket))
+    sock.sendall(b"".join(frames[:3]) + frames[3][: len(frames[3]) // 2])
+    sock.close()
+    sent = [body["block_event"][0]["message_id"] for body in bodies[:3]]  # type: ignore[index]
+    deadline = time.monotonic() + 10
+    while writer.message_ids() != sent:
+        assert time.monotonic() < deadline, writer.message_ids()
+        time.sleep(0.05)
+    assert writer.stop() == 0
+    assert writer.message_ids() == sent  # and never the half-sent fourth
+
+
+def test_answers_queued_at_stop_still_reach_a_slow_worker(writer: WriterProcess) -> None:
+    """More answers than a socket buffer holds, to a worker that reads only after SIGTERM."""
+    count = 6000
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(writer.socket))
+    one = delivery(make_body())
+    sock.sendall(b"".join(frame(request(n, one)) for n in range(count)))  # 1 new, then duplicates
+    time.sleep(1.0)  # committed and answered into a full socket buffer
+    writer.proc.send_signal(signal.SIGTERM)
+    buffer, answers = bytearray(), []
+    sock.settimeout(20)
+    while data := sock.recv(1 << 16):
+        buffer += data
+        answers += [parse_reply(row) for row in take_frames(buffer)]
+    sock.close()
+    assert writer.proc.wait(timeout=20) == 0
+    assert [number for number, _ in answers] == list(range(count))
+    outcomes = [outcome for _, outcome in answers]
+    assert all(isinstance(o, Outcome) for o in outcomes)
+    assert sum(o.accepted for o in outcomes) == 1  # type: ignore[union-attr]
+    assert sum(o.duplicates for o in outcomes) == count - 1  # type: ignore[union-attr]
+
+
 async def test_a_writer_that_never_answers_times_out_as_unavailable(tmp_path: Path) -> None:
     path = tmp_path / "silent.sock"
     held: list[asyncio.StreamWriter] = []

@@ -7,6 +7,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -78,3 +79,14 @@ def test_the_collector_is_paused_while_any_thread_folds_and_restored_after() -> 
         assert not gc.isenabled()  # whoever turned it off keeps it off
     finally:
         gc.enable()
+
+
+def test_the_collector_comes_back_when_paused_work_fails() -> None:
+    @gc_paused()
+    def failing_query() -> None:
+        assert not gc.isenabled()
+        raise ValueError("bad parameter")
+
+    with pytest.raises(ValueError, match="bad parameter"):
+        failing_query()
+    assert gc.isenabled()
