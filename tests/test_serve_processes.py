@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from app.config import Settings
+from app.config import Settings, usable_cpus
 from app.lock import projectors_running, serve_running
 from app.signing import SIGNATURE_HEADER
 from app.web import create_app
@@ -209,3 +209,22 @@ def test_a_second_serve_cannot_share_the_port(tmp_path: Path) -> None:
         )  # fmt: skip
         assert second.returncode != 0
         assert f"cannot listen on 127.0.0.1:{first.port}" in second.stderr
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [
+        ("max 100000\n", None),  # no quota: the affinity mask decides
+        ("150000 100000\n", 2),  # 1.5 CPUs: two workers share it
+        ("50000 100000\n", 1),
+        ("not a quota line", None),
+    ],
+)
+def test_default_workers_follow_the_cpus_this_process_may_use(
+    tmp_path: Path, cpu_max: str, expected: int | None
+) -> None:
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max)
+    mine = len(os.sched_getaffinity(0))
+    assert usable_cpus(path) == (mine if expected is None else min(mine, expected))
+    assert usable_cpus(tmp_path / "absent") == mine
