@@ -9,8 +9,9 @@ of all workers together; a worker answers once its delivery's commit is durable.
 The projectors run in a process of their own.
 
 The supervisor never starts a thread or an event loop (forking stays safe), restarts
-any child that dies, and on SIGTERM/SIGINT stops the workers first (they finish what
-they hold), then the writer (it commits what it was sent), then the projectors.
+any child that dies (waiting longer each time one keeps dying young: app.restarts),
+and on SIGTERM/SIGINT stops the workers first (they finish what they hold), then the
+writer (it commits what it was sent), then the projectors.
 Children die with it, even if it is SIGKILLed.
 """
 
@@ -26,6 +27,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import NoReturn
 
@@ -35,6 +37,7 @@ from aiohttp import web
 from app import metrics
 from app.config import Settings
 from app.errors import NotestoreError
+from app.restarts import Restarts
 from app.views_monitor import spawn_projectors, stop_projectors
 from app.web import create_app
 from eventlog import writer_process
@@ -133,8 +136,11 @@ class Supervisor:
         self.settings = settings
         self.stopping = False
         self.sockets: list[socket.socket] = []
-        self.workers: dict[int, int] = {}  # worker number -> pid
-        self.writer = 0
+        self.workers: dict[int, int] = {}  # worker number -> pid (0 while dead)
+        self.writer = 0  # its pid (0 while dead)
+        self.projectors: BaseProcess | None = None
+        self.restarts = Restarts()
+        self.deaths: dict[str, tuple[str, dict[str, object], float]] = {}  # awaiting restart
         # A short path of our own (a unix socket path must fit in 107 bytes, data_dir may
         # not), mode 0700, in memory where there is /dev/shm: prometheus's metric files are
         # mmapped, and a full disk would kill their writers with SIGBUS.
@@ -192,42 +198,77 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # we reap our children ourselves
-        projectors = spawn_projectors(settings.data_dir)
-        self._start_writer()
+        self._start("projectors")
+        self._start("log_writer")
         for number in range(settings.workers):
-            self._start_worker(number)
+            self._start(f"worker {number}")
         log.info(
             "serving", host=settings.host, port=port, workers=settings.workers,
             pids={"workers": list(self.workers.values()), "log_writer": self.writer,
-                  "projectors": projectors.pid}, run_dir=str(self.run_dir),
+                  "projectors": self.projectors.pid if self.projectors else None},
+            run_dir=str(self.run_dir),
         )  # fmt: skip
         while not self.stopping:
             time.sleep(CHECK_S)
-            self._restart_the_dead()
-            if not projectors.is_alive() and not self.stopping:
-                log.error("projector_process_died", exitcode=projectors.exitcode)
-                projectors = spawn_projectors(settings.data_dir)
+            self._notice_deaths()
+            for child in self.restarts.due():
+                if not self.stopping:
+                    self._restart(child)
         log.info("stopping", workers=len(self.workers))
-        _stop_all(list(self.workers.values()))
-        _stop_all([self.writer])
-        stop_projectors(projectors)
+        _stop_all([pid for pid in self.workers.values() if pid])
+        _stop_all([self.writer] if self.writer else [])
+        if self.projectors is not None:
+            stop_projectors(self.projectors)
         log.info("stopped")
         return 0
 
-    def _restart_the_dead(self) -> None:
-        done, status = _reap(self.writer)
-        if done and not self.stopping:
-            # Workers fail what it held with a 503 (a retry is deduplicated) and reconnect.
+    def _start(self, child: str) -> int:
+        if child == "projectors":
+            self.projectors = spawn_projectors(self.settings.data_dir)
+            pid = self.projectors.pid or 0
+        elif child == "log_writer":
             self._start_writer()
-            log.error("log_writer_died", status=_describe(status), restarted_as=self.writer)
-        for number, pid in list(self.workers.items()):
-            done, status = _reap(pid)
-            if done and not self.stopping:
-                self._start_worker(number)
-                log.error(
-                    "worker_died", worker=number, status=_describe(status),
-                    restarted_as=self.workers[number],
-                )  # fmt: skip
+            pid = self.writer
+        else:
+            number = int(child.split()[1])
+            self._start_worker(number)
+            pid = self.workers[number]
+        self.restarts.started(child)
+        return pid
+
+    def _notice_deaths(self) -> None:
+        """Reap dead children and schedule their restarts (see app.restarts)."""
+        if self.writer:
+            done, status = _reap(self.writer)
+            if done:
+                # Workers fail what it held with a 503 (a retry is deduplicated) and reconnect.
+                self.writer = 0
+                self._died("log_writer", "log_writer_died", status=_describe(status))
+        for number, pid in self.workers.items():
+            if pid:
+                done, status = _reap(pid)
+                if done:
+                    self.workers[number] = 0
+                    self._died(
+                        f"worker {number}", "worker_died", worker=number, status=_describe(status)
+                    )
+        if self.projectors is not None and not self.projectors.is_alive():
+            exitcode, self.projectors = self.projectors.exitcode, None
+            self._died("projectors", "projector_process_died", exitcode=exitcode)
+
+    def _died(self, child: str, event: str, **facts: object) -> None:
+        delay = self.restarts.died(child)
+        self.deaths[child] = (event, facts, delay)
+        if delay:
+            log.error(event, restart_in_s=delay, **facts)
+
+    def _restart(self, child: str) -> None:
+        event, facts, delay = self.deaths.pop(child)
+        pid = self._start(child)
+        if delay:
+            log.info("child_restarted", child=child, pid=pid, after_s=delay)
+        else:
+            log.error(event, restarted_as=pid, **facts)
 
 
 def _reap(pid: int) -> tuple[int, int]:

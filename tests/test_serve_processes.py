@@ -125,6 +125,24 @@ async def test_a_dead_worker_or_log_writer_is_replaced_and_nothing_acknowledged_
     assert set(acked + after) <= set(logged) and set(logged.values()) == {1}
 
 
+def test_a_log_writer_dying_again_soon_is_restarted_after_a_pause(tmp_path: Path) -> None:
+    with Server(write_config(tmp_path, SECRETS, workers=1)) as server:
+        first = serving_line(server)["pids"]["log_writer"]
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: '"log_writer_died"' in server.log_path.read_text())
+        died = [json.loads(line) for line in server.log_path.read_text().splitlines()
+                if '"log_writer_died"' in line]  # fmt: skip
+        assert "restart_in_s" not in died[0]  # the first death: restarted at once
+        os.kill(died[0]["restarted_as"], signal.SIGKILL)
+        wait_until(lambda: '"child_restarted"' in server.log_path.read_text())
+        lines = [json.loads(line) for line in server.log_path.read_text().splitlines()]
+        again = [line for line in lines if line.get("event") == "log_writer_died"][1]
+        restarted = [line for line in lines if line.get("event") == "child_restarted"][0]
+        assert again["restart_in_s"] == 1.0 and restarted["child"] == "log_writer"
+        wait_until(lambda: healthz_ok(server))
+        assert len(asyncio.run(post_many(f"{server.url}/webhooks/mobio", 32))) == 32
+
+
 def test_sigkill_of_the_supervisor_takes_every_child_with_it(tmp_path: Path) -> None:
     server = Server(write_config(tmp_path, SECRETS, workers=2)).start()
     pids = serving_line(server)["pids"]
