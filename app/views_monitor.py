@@ -19,6 +19,7 @@ import structlog
 
 from app.lock import projectors_running
 from app.logs import is_json
+from app.restarts import Restarts
 from eventlog.db import LOG_FILE, connect
 from eventlog.read import head_seq
 from projections import process
@@ -111,21 +112,32 @@ class ProcessMonitor(ViewsWatch):
         super().__init__(data_dir, projectors)
         self._child: multiprocessing.process.BaseProcess | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._policy = Restarts()
         self.restarts = 0
 
     async def start(self) -> None:
-        self._child = spawn_projectors(self.data_dir)
+        self._spawn()
         self._watch = asyncio.create_task(self._keep_alive())
 
+    def _spawn(self) -> None:
+        self._child = spawn_projectors(self.data_dir)
+        self._policy.started("projectors")
+
     async def _keep_alive(self) -> None:
-        """A projector process that dies (OOM killer, a crash) is started again."""
+        """A projector process that dies (OOM killer, a crash) is started again, at once
+        unless it keeps dying young (the same back-off as serve's supervisor)."""
         while True:
             await asyncio.sleep(RESTART_CHECK_S)
             child = self._child
             if child is not None and not child.is_alive():
-                log.error("projector_process_died", exitcode=child.exitcode, restarts=self.restarts)
+                delay = self._policy.died("projectors")
+                log.error(
+                    "projector_process_died", exitcode=child.exitcode, restarts=self.restarts,
+                    restart_in_s=delay or None,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
                 self.restarts += 1
-                self._child = spawn_projectors(self.data_dir)
+                self._spawn()
 
     async def stop(self) -> None:
         if self._watch is not None:

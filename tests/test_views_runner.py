@@ -173,3 +173,35 @@ async def test_serve_restarts_a_projector_process_that_dies(tmp_path):
                 break
             await asyncio.sleep(0.05)
         assert checkpoint(tmp_path / "data", "notes") == 1
+
+
+async def test_a_projector_process_dying_again_soon_is_restarted_after_a_pause(
+    tmp_path, monkeypatch
+):
+    """ProcessMonitor (an app run on its own) backs off as serve's supervisor does."""
+    import os
+    import signal
+    import time
+
+    from app import views_monitor
+    from eventlog.db import open_log
+    from projections.registry import all_projectors
+
+    monkeypatch.setattr(views_monitor, "RESTART_CHECK_S", 0.05)
+    open_log(tmp_path).close()
+    monitor = views_monitor.ProcessMonitor(tmp_path, all_projectors())
+    await monitor.start()
+    took = []
+    try:
+        for restarts in (1, 2):
+            child = monitor._child
+            assert child is not None and child.pid is not None
+            killed = time.monotonic()
+            os.kill(child.pid, signal.SIGKILL)
+            await wait_for(lambda n=restarts: monitor.restarts == n, timeout=20)
+            took.append(time.monotonic() - killed)
+        assert took[0] < 0.9  # the first death: restarted at once
+        assert took[1] >= 1.0  # the second, young: after a second's pause
+        assert monitor._child is not None and monitor._child.is_alive()
+    finally:
+        await monitor.stop()
