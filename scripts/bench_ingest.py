@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import SECRETS, signed  # noqa: E402
+from benchlib import SECRETS, signed, verdict  # noqa: E402
 from load import LoadResult, run_load, wait_http, write_bodies  # noqa: E402
 from workload import Workload  # noqa: E402
 
@@ -109,8 +109,7 @@ def main() -> int:
         failures.append(f"ratio {ratio:.2f} below {RATIO_TARGET}")
     if p99 > P99_TARGET_MS:
         failures.append(f"p99 {p99:.1f} ms above {P99_TARGET_MS} ms")
-    print("PASS" if not failures else "FAIL: " + "; ".join(failures))
-    return 1 if failures else 0
+    return verdict(failures)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import SECRETS, build_log, median, p99, wait_for_views  # noqa: E402
+from benchlib import SECRETS, build_log, median, p99, verdict, wait_for_views  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.queries import history, mentions, notes  # noqa: E402
@@ -155,8 +155,7 @@ def main() -> int:
                 failures.append(f"{query} {where}: {hi / lo:.2f}x")
             if where == "over HTTP" and hi > HTTP_P99_MS:
                 failures.append(f"{query} over HTTP p99 {hi:.1f} ms")
-    print("PASS" if not failures else "FAIL: " + "; ".join(failures))
-    return 1 if failures else 0
+    return verdict(failures)
 
 
 if __name__ == "__main__":

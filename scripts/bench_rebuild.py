@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import SECRETS, build_log, median  # noqa: E402
+from benchlib import SECRETS, build_log, median, verdict  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.server import write_config  # noqa: E402
@@ -83,8 +83,7 @@ def main() -> int:
         failures.append(f"ratio {ratio:.3f} below {RATIO_TARGET}")
     if peak > MEMORY_TARGET_MB:
         failures.append(f"peak memory {peak:.0f} MB above {MEMORY_TARGET_MB} MB")
-    print("PASS" if not failures else "FAIL: " + "; ".join(failures))
-    return 1 if failures else 0
+    return verdict(failures)
 
 
 if __name__ == "__main__":

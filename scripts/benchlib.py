@@ -59,6 +59,12 @@ def median(samples: list[float]) -> float:
     return statistics.median(samples)
 
 
+def verdict(failures: list[str]) -> int:
+    """Print PASS or what failed; the exit status: 1 when a target is missed."""
+    print("PASS" if not failures else "FAIL: " + "; ".join(failures))
+    return 1 if failures else 0
+
+
 def wait_for_views(url: str, timeout: float = 600) -> None:
     """serve builds or rebuilds views on start: wait until none is catching up."""
     import urllib.request
