@@ -40,19 +40,22 @@ class SharedReads:
     def __init__(self) -> None:
         self.after = 0  # the batch is every event with after < seq <= events[-1].seq
         self.events: list[LogEvent] = []
-        self._seqs: list[int] = []
 
     def read(self, log: sqlite3.Connection, after: int, limit: int) -> list[LogEvent]:
-        if self.events and self.after <= after < self._seqs[-1]:
-            start = bisect.bisect_right(self._seqs, after)
+        if self.events and self.after <= after < self.events[-1].seq:
+            start = bisect.bisect_right(self.events, after, key=_seq)
             found = self.events[start : start + limit]
             if len(found) < limit:
                 found += read_from(log, found[-1].seq, limit - len(found))
         else:
             found = read_from(log, after, limit)
         if found:
-            self.after, self.events, self._seqs = after, found, [e.seq for e in found]
+            self.after, self.events = after, found
         return found
+
+
+def _seq(event: LogEvent) -> int:
+    return event.seq
 
 
 class NotBuilt(Exception):
