@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from eventlog import chain
 from eventlog.canonical import compact_json, event_content_hash, loads_strict, sha256_hex
-from eventlog.models import BLOCK, Envelope, entity_kind
+from eventlog.models import BLOCK, Envelope, entity_kind, surely_valid_block
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +121,8 @@ def _read_envelope(raw: bytes, body: Any, verified_app_id: str) -> Intake:
 def read_block(raw_block: Any) -> NewEvent | Rejected:
     """Validate one block on its own, so one bad block does not sink its neighbours."""
     try:
-        BLOCK.validate_python(raw_block)
+        if not surely_valid_block(raw_block):
+            BLOCK.validate_python(raw_block)
     except ValidationError as exc:
         message_id = raw_block.get("message_id") if isinstance(raw_block, dict) else None
         return Rejected(

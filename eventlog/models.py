@@ -82,6 +82,49 @@ BLOCK: TypeAdapter[Block] = TypeAdapter(
     Annotated[Block, AfterValidator(_entity_id_for_known_types)]
 )
 
+_ABSENT = object()
+_LIST_KEYS = ("add", "change", "remove")
+
+
+def _identifier(value: Any) -> bool:
+    return type(value) is str and 0 < len(value) <= 128
+
+
+def surely_valid_block(raw: Any) -> bool:
+    """True only for blocks BLOCK accepts, checked in plain Python in a fifth of the time.
+
+    False means "ask BLOCK" (which also says why), never "invalid": so this may be
+    stricter than BLOCK, never looser (tests/test_intake_fast_path.py checks both ways).
+    """
+    if type(raw) is not dict or not _identifier(raw.get("message_id")):
+        return False
+    event_type = raw.get("event_type")
+    data = raw.get("data_event")
+    if not _identifier(event_type) or type(data) is not dict:
+        return False
+    at = data.get("action_time")
+    if type(at) is float:
+        if not math.isfinite(at):
+            return False
+    elif type(at) is not int or not -(2**63) <= at < 2**64:  # a bool is not an int here
+        return False
+    detail = data.get("event_detail", _ABSENT)
+    if detail is not _ABSENT:
+        if type(detail) is not list:
+            return False
+        for item in detail:
+            if type(item) is not dict or type(item.get("field_key")) is not str:
+                return False
+            for key in _LIST_KEYS:
+                value = item.get(key, _ABSENT)
+                if value is not _ABSENT and type(value) is not list:
+                    return False
+    kind = entity_kind(event_type)
+    if kind:
+        entity_id = data.get(f"{kind}_id")
+        return type(entity_id) is str and entity_id != ""
+    return True
+
 
 class Envelope(BaseModel):
     """The outer body. Only block_event must be there; a present app_id must be a string."""

