@@ -58,32 +58,33 @@ def _refusal(settings: Settings, header: str | None, body: bytes) -> Unauthorize
 async def receive(request: web.Request) -> web.Response:
     """Verify, validate, append, commit, answer; counted and timed whatever the outcome."""
     metrics = request.app[METRICS]
-    with metrics.latency.time():
-        try:
-            response = await _receive(request)
-        except PayloadTooLarge:
-            metrics.delivery["too_large"].inc()
-            raise
-        except Unauthorized:
-            metrics.delivery["unauthorized"].inc()
-            raise
-        except Unavailable:
-            metrics.delivery["unavailable"].inc()
-            raise
-    metrics.delivery["ok"].inc()
+    started = time.perf_counter()
+    try:
+        response = await _receive(request, started)
+    except PayloadTooLarge:
+        metrics.tally(metrics.delivery["too_large"])
+        raise
+    except Unauthorized:
+        metrics.tally(metrics.delivery["unauthorized"])
+        raise
+    except Unavailable:
+        metrics.tally(metrics.delivery["unavailable"])
+        raise
+    finally:
+        metrics.latency.observe(time.perf_counter() - started)
+    metrics.tally(metrics.delivery["ok"])
     return response
 
 
 def _count(metrics: Metrics, outcome: Outcome) -> None:
     metrics.count_blocks(outcome.accepted, outcome.duplicates, outcome.quarantined)
     for reason in outcome.reasons:
-        metrics.quarantined.labels(reason).inc()
+        metrics.tally(metrics.quarantined.labels(reason))
     for event_type in outcome.event_types:
-        metrics.event_of_type(event_type).inc()
+        metrics.tally(metrics.event_of_type(event_type))
 
 
-async def _receive(request: web.Request) -> web.Response:
-    started = time.perf_counter()
+async def _receive(request: web.Request, started: float) -> web.Response:
     settings = request.app[SETTINGS]
     body = await read_limited(request, settings.max_body_bytes)
     header = request.headers.get(SIGNATURE_HEADER)

@@ -67,3 +67,20 @@ async def test_view_lag_shows_events_not_yet_applied(client, settings):
     await settled(settings)
     metrics = await scrape(client)
     assert value(metrics, "notestore_view_lag_events", view="notes") == 0
+
+
+async def test_delivery_counts_reach_the_shared_counters_in_bulk() -> None:
+    from app.metrics import Metrics
+
+    metrics = Metrics()
+    ok, accepted = metrics.delivery["ok"], metrics._blocks["accepted"]
+    start, accepted_before = ok._value.get(), accepted._value.get()
+    for _ in range(3):
+        metrics.tally(ok)
+    metrics.count_blocks(accepted=2, duplicates=0, quarantined=1)
+    assert ok._value.get() == start  # held until the flush
+    metrics.flush()
+    assert ok._value.get() == start + 3
+    assert accepted._value.get() == accepted_before + 2
+    metrics.flush()  # nothing pending: nothing counted twice
+    assert ok._value.get() == start + 3

@@ -18,6 +18,7 @@ import pytest
 
 from app.config import Settings, usable_cpus
 from app.lock import projectors_running, serve_running
+from app.metrics import FLUSH_S
 from app.signing import SIGNATURE_HEADER
 from app.web import create_app
 from eventlog.db import open_log
@@ -81,7 +82,10 @@ async def test_workers_share_one_log_and_one_metrics_page(tmp_path: Path) -> Non
         assert alive(pids["log_writer"]) and alive(pids["projectors"])
         acked = await post_many(f"{server.url}/webhooks/mobio", 480)
         assert len(acked) == 480
-        # Each scrape lands on one worker; every one of them counts all workers' deliveries.
+        # Each scrape lands on one worker; every one of them counts all workers' deliveries,
+        # once each worker has written its tally (every FLUSH_S).
+        wait_until(lambda: metric(server, 'notestore_deliveries_total{outcome="ok"}') == 480)
+        time.sleep(FLUSH_S)
         for _ in range(6):
             assert metric(server, 'notestore_deliveries_total{outcome="ok"}') == 480
         assert metric(server, "notestore_group_commit_deliveries_sum") == 480
