@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import structlog
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -31,6 +32,8 @@ from projections.status import all_status
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
+
+log = structlog.get_logger("notestore.metrics")
 
 # Mobio's budget is 100 ms: resolve finely below it, coarsely above.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
@@ -173,7 +176,10 @@ async def _flushing(app: web.Application) -> AsyncIterator[None]:
     async def flush_every() -> None:
         while True:
             await asyncio.sleep(FLUSH_S)
-            app[METRICS].flush()
+            try:
+                app[METRICS].flush()
+            except Exception:  # keep flushing: a dead task would hold this worker's counts
+                log.exception("metrics_flush_failed")
 
     task = asyncio.create_task(flush_every())
     yield

@@ -23,7 +23,12 @@ from tests.helpers import SAMPLE_FILES
 from tests.strategies import event_blocks
 
 # Values a field may be replaced by: the wrong types, the edge cases of the right ones.
+EDGE_VALUES = [
+    None, True, False, 0, -0.0, 2**63, -(2**63) - 1, 2**64, math.inf, -math.inf, math.nan,
+    "", "x", "é" * 128, "é" * 129, [], [{}], {}, {"field_key": 1}, "1669200439",
+]  # fmt: skip
 odd_values = st.one_of(
+    st.sampled_from(EDGE_VALUES),
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
@@ -101,6 +106,20 @@ def test_the_fast_path_never_accepts_what_the_model_refuses(
         block = _mutate(block, path, value, delete)
     if surely_valid_block(block):
         assert _accepted_by_model(block), block
+
+
+def test_no_single_edge_value_anywhere_gets_past_the_fast_path_wrongly() -> None:
+    """Every sample block, every field of PATHS replaced by every edge value, or removed."""
+    checked = 0
+    for block in _sample_blocks():
+        for path in PATHS:
+            for value in EDGE_VALUES:
+                for delete in (False, True):
+                    mutated = _mutate(block, path, value, delete)
+                    if surely_valid_block(mutated):
+                        assert _accepted_by_model(mutated), (path, value, delete)
+                        checked += 1
+    assert checked  # some mutations stay valid, and those did take the fast path
 
 
 @pytest.mark.parametrize(
