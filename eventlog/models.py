@@ -91,7 +91,7 @@ def _identifier(value: Any) -> bool:
 
 
 def surely_valid_block(raw: Any) -> bool:
-    """True only for blocks BLOCK accepts, checked in plain Python in a fifth of the time.
+    """True only for blocks BLOCK accepts, checked in plain Python in a third of the time.
 
     False means "ask BLOCK" (which also says why), never "invalid": so this may be
     stricter than BLOCK, never looser (tests/test_intake_fast_path.py checks both ways).
