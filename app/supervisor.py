@@ -105,7 +105,10 @@ def _child(run: Callable[[], None], parent: int, metrics_dir: Path, **context: o
         _die_with_parent(parent)
         structlog.contextvars.bind_contextvars(**context)
         metrics.share_between_processes(metrics_dir)
-        settle_gc()
+        # Start-up objects never die: keep them out of every collection, and collect the
+        # young generation less often, so GC pauses stay off the p99.
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
         run()
     except BaseException as exc:  # noqa: BLE001 - whatever happens, never return into the parent
         if not isinstance(exc, SystemExit | KeyboardInterrupt):
@@ -113,13 +116,6 @@ def _child(run: Callable[[], None], parent: int, metrics_dir: Path, **context: o
             code = 1
     finally:
         os._exit(code)
-
-
-def settle_gc() -> None:
-    """Start-up objects never die: keep them out of every collection, and collect the young
-    generation less often, so GC pauses stay off the p99. Each serve child does this."""
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
 def _fork(run: Callable[[], None], metrics_dir: Path, **context: object) -> int:
