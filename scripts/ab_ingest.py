@@ -91,7 +91,8 @@ def main() -> int:
         for pair in range(args.pairs):
             order = list(sides) if pair % 2 == 0 else list(reversed(sides))
             for name in order:
-                folder = Path(tmp) / f"{pair}-{len(runs[name])}-{name.replace(' ', '_')}"
+                # named by position, not by the revision: "origin/main" would be two folders
+                folder = Path(tmp) / f"pair{pair}-side{list(sides).index(name)}"
                 folder.mkdir()
                 run = one_run(sides[name], folder, bodies, args.seconds, args.connections)
                 runs[name].append(run)
