@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,7 @@ from app.errors import BadRequest, Unavailable
 from app.keys import READER, RUNNER, SETTINGS
 from app.middleware import json_response
 from app.queries import history, mentions, notes, params
+from app.queries.merchants import Ambiguous
 from app.queries.scope import Scope, scope_for
 from eventlog.db import LOG_FILE, connect
 from projections.store import open_views
@@ -52,31 +53,48 @@ def _answer(body: dict[str, Any]) -> web.Response:
     return json_response(body)
 
 
+def _merchant(request: web.Request) -> str | None:
+    value = request.query.get("merchant_id")
+    return None if value is None else params.entity_id(value, "merchant_id")
+
+
+def _entity_answer(query: Callable[..., dict[str, Any]], *args: Any) -> web.Response:
+    """The answer about one (merchant, id) entity; 409 naming the merchants when ambiguous."""
+    try:
+        return _answer(query(*args))
+    except Ambiguous as exc:
+        return json_response({"error": str(exc), "merchants": exc.merchants}, status=409)
+
+
 async def get_note(request: web.Request) -> web.Response:
     scope = _scope(request)
     note_id = params.entity_id(request.match_info["note_id"], "note_id")
     at = params.as_of(request.query.get("as_of"))
+    merchant = _merchant(request)
     reader = request.app[READER]
     if at is not None:
-        return _answer(notes.note_as_of(reader.log, scope, note_id, at))
+        return _entity_answer(notes.note_as_of, reader.log, scope, note_id, at, merchant)
     _ready(request, "notes")
-    return _answer(notes.get_note(reader.views, scope, note_id))
+    return _entity_answer(notes.get_note, reader.views, scope, note_id, merchant)
 
 
 async def get_history(request: web.Request) -> web.Response:
     scope = _scope(request)
     note_id = params.entity_id(request.match_info["note_id"], "note_id")
+    merchant = _merchant(request)
     _ready(request, "comments")
     reader = request.app[READER]
-    return _answer(history.note_history(reader.views, reader.log, scope, note_id))
+    return _entity_answer(history.note_history, reader.views, reader.log, scope, note_id, merchant)
 
 
 async def get_comments(request: web.Request) -> web.Response:
     scope = _scope(request)
     note_id = params.entity_id(request.match_info["note_id"], "note_id")
     include_deleted = params.boolean(request.query.get("include_deleted"), "include_deleted")
+    merchant = _merchant(request)
     _ready(request, "notes", "comments")
-    return _answer(notes.comment_thread(request.app[READER].views, scope, note_id, include_deleted))
+    views = request.app[READER].views
+    return _entity_answer(notes.comment_thread, views, scope, note_id, include_deleted, merchant)
 
 
 async def get_related_notes(request: web.Request) -> web.Response:

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -48,6 +48,38 @@ def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     return count
 
 
+class AppConfig(BaseModel):
+    """One Mobio app: its secrets (several while rotating) and, if bound, its merchants."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    secrets: tuple[str, ...]
+    merchants: frozenset[str] | None = None  # None: unbound, may speak for any merchant
+
+    @classmethod
+    def of(cls, app_id: str, entry: Any) -> Any:
+        """From `"app" = "secret"`, a list of secrets, or a table {secrets, merchants}."""
+        if isinstance(entry, AppConfig):
+            return entry
+        table = entry if isinstance(entry, dict) else {"secrets": entry}
+        secrets = table.get("secrets")
+        listed = [secrets] if isinstance(secrets, str) else secrets
+        if (
+            not isinstance(listed, list | tuple)
+            or not listed
+            or not all(isinstance(s, str) and s for s in listed)
+        ):
+            raise ValueError(f"app {app_id!r} needs a secret (a non-empty string or list of them)")
+        merchants = table.get("merchants")
+        if merchants is not None and (
+            not isinstance(merchants, list | tuple)
+            or not merchants
+            or not all(isinstance(m, str) and m for m in merchants)
+        ):
+            raise ValueError(f"app {app_id!r}: merchants must be a non-empty list of merchant ids")
+        return {**table, "secrets": tuple(listed)}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NOTESTORE_", frozen=True, extra="forbid")
 
@@ -58,29 +90,16 @@ class Settings(BaseSettings):
     # serve's worker processes: one per usable core (up to 4; beyond that the one log
     # writer binds)
     workers: int = Field(default_factory=lambda: min(usable_cpus(), 4), ge=1, le=64)
-    apps: dict[str, tuple[str, ...]] = {}
+    apps: dict[str, AppConfig] = {}
     tokens: dict[str, tuple[str, ...]] = {}
     config_file: Path | None = Field(default=None, exclude=True)
 
     @field_validator("apps", mode="before")
     @classmethod
-    def _secrets_as_tuples(cls, value: Any) -> Any:
+    def _apps(cls, value: Any) -> Any:
         if not isinstance(value, dict):
             return value
-        apps = {}
-        for app_id, secrets in value.items():
-            listed = [secrets] if isinstance(secrets, str) else secrets
-            listed = list(listed) if isinstance(listed, tuple) else listed
-            if (
-                not isinstance(listed, list)
-                or not listed
-                or not all(isinstance(s, str) and s for s in listed)
-            ):
-                raise ValueError(
-                    f"app {app_id!r} needs a secret (a non-empty string or list of them)"
-                )
-            apps[app_id] = tuple(listed)
-        return apps
+        return {app_id: AppConfig.of(app_id, entry) for app_id, entry in value.items()}
 
     @field_validator("tokens", mode="before")
     @classmethod
@@ -111,7 +130,12 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[tuple[str, str]]:
         """Every (app_id, secret) pair the receiver tries."""
-        return [(app, s) for app, secrets in self.apps.items() for s in secrets]
+        return [(app, s) for app, entry in self.apps.items() for s in entry.secrets]
+
+    def merchants_of(self, app_id: str) -> frozenset[str] | None:
+        """The merchants a bound app may speak for; None for an unbound (or unknown) app."""
+        entry = self.apps.get(app_id)
+        return entry.merchants if entry else None
 
 
 # Values read from the TOML file, handed to settings_customise_sources (a classmethod
@@ -175,6 +199,6 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **flags: An
     data_dir = loaded.data_dir.expanduser()
     if not data_dir.is_absolute():
         data_dir = (path.parent if path else Path.cwd()) / data_dir
-    values = loaded.model_dump(exclude={"config_file"})
+    values = {name: getattr(loaded, name) for name in Settings.model_fields}
     values.update(data_dir=data_dir.resolve(), config_file=path.resolve() if path else None)
     return Settings.model_construct(**values)

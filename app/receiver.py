@@ -93,9 +93,10 @@ async def _receive(request: web.Request, started: float) -> web.Response:
         log.info("delivery_refused", reason="signature", size=len(body))
         raise _refusal(settings, header, body)
     app_id, secret = matched
-    intake = read_body(body, app_id)
+    received_at = time.time()
+    intake = read_body(body, app_id, received_at, settings.merchants_of(app_id))
     delivery = Delivery(
-        received_at=time.time(),
+        received_at=received_at,
         app_id=app_id,
         secret_fingerprint=fingerprint(secret),
         signature=header or "",

@@ -45,5 +45,5 @@ def send_file(
         configured = settings.apps.get(app_id)
         if not configured:
             raise ConfigError(f"{path}: app {app_id} has no secret in the config; pass --secret")
-        secret = configured[-1]  # the newest secret during a rotation
+        secret = configured.secrets[-1]  # the newest secret during a rotation
     return post_signed(url, body, sign(app_id, body, secret))

@@ -6,6 +6,9 @@ fix to validation applies to both.
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +17,12 @@ from pydantic import ValidationError
 from eventlog import chain
 from eventlog.canonical import compact_json, event_content_hash, loads_strict, sha256_hex
 from eventlog.models import BLOCK, Envelope, entity_kind, surely_valid_block
+
+MAX_DEPTH = 64  # deeper blocks are quarantined: reading them back must never exhaust the stack
+EARLIEST_ACTION_TIME = 946_684_800.0  # 2000-01-01T00:00Z
+MAX_AHEAD_S = 86_400.0  # an action_time over a day after receipt is a clock error, not an event
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ACCOUNT_FIELDS = frozenset({"mentions", "mention", "account_mentions"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,21 +87,46 @@ def _body_text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
-def read_body(raw: bytes, verified_app_id: str) -> Intake:
-    """Validate a body whose signature verified for `verified_app_id`."""
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a block is judged against besides itself: its envelope, its app, its receipt."""
+
+    received_at: float
+    envelope_merchant: str | None = None
+    allowed_merchants: Collection[str] | None = None  # None: the app is bound to no merchant
+
+
+def read_body(
+    raw: bytes,
+    verified_app_id: str,
+    received_at: float | None = None,
+    allowed_merchants: Collection[str] | None = None,
+) -> Intake:
+    """Validate a body whose signature verified for `verified_app_id`.
+
+    `received_at` (default: now) bounds a plausible action_time; `allowed_merchants`
+    are those an app bound in the config may speak for (None: any).
+    """
+    at = time.time() if received_at is None else received_at
     try:
         body = loads_strict(raw)
     except (ValueError, RecursionError) as exc:
         detail = "nested too deeply to parse" if isinstance(exc, RecursionError) else str(exc)
         return Intake(rejected=[Rejected("not_json", detail, _body_text(raw), "body")])
     try:
-        return _read_envelope(raw, body, verified_app_id)
+        return _read_envelope(raw, body, verified_app_id, at, allowed_merchants)
     except RecursionError:  # nesting so deep that re-encoding it exhausts the stack
         detail = "nested too deeply to store block by block"
         return Intake(rejected=[Rejected("not_envelope", detail, _body_text(raw), "body")])
 
 
-def _read_envelope(raw: bytes, body: Any, verified_app_id: str) -> Intake:
+def _read_envelope(
+    raw: bytes,
+    body: Any,
+    verified_app_id: str,
+    received_at: float,
+    allowed_merchants: Collection[str] | None,
+) -> Intake:
     try:
         envelope = Envelope.model_validate(body)
     except ValidationError as exc:
@@ -109,8 +143,9 @@ def _read_envelope(raw: bytes, body: Any, verified_app_id: str) -> Intake:
             Rejected("no_blocks", "block_event is empty", _body_text(raw), "body")
         )
         return intake
+    context = Context(received_at, envelope_merchant(body), allowed_merchants)
     for raw_block in envelope.block_event:
-        outcome = read_block(raw_block)
+        outcome = read_block(raw_block, context)
         if isinstance(outcome, NewEvent):
             intake.events.append(outcome)
         else:
@@ -118,21 +153,97 @@ def _read_envelope(raw: bytes, body: Any, verified_app_id: str) -> Intake:
     return intake
 
 
-def read_block(raw_block: Any) -> NewEvent | Rejected:
+def envelope_merchant(body: Any) -> str | None:
+    """The envelope's merchant_id when it is a usable id, else None."""
+    merchant = body.get("merchant_id") if isinstance(body, dict) else None
+    return merchant if _usable_id(merchant) else None
+
+
+def _usable_id(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 128 and not _CONTROL.search(value)
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when lists and objects nest deeper than `limit` (the block itself is level 1).
+
+    Iterative, so a hostile value cannot exhaust the stack while it is measured.
+    """
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            if depth > limit:
+                return True
+            pending.extend((child, depth + 1) for child in item)
+    return False
+
+
+def _bad_ids(raw_block: dict[str, Any]) -> str | None:
+    """Why the block's ids cannot be ids (control characters, NUL included), else None."""
+    data = raw_block["data_event"]
+    named = [("message_id", raw_block["message_id"])]
+    if data.get("merchant_id") is not None:
+        named.append(("data_event.merchant_id", data["merchant_id"]))
+    # note_id and comment_id are required strings for the known types; other types may
+    # carry anything there, and only a string is taken as an id
+    named += [(f"data_event.{k}", data[k]) for k in ("note_id", "comment_id") if k in data
+              and isinstance(data[k], str)]  # fmt: skip
+    for where, value in named:
+        if not _usable_id(value):
+            return f"{where}: must be a string of 1 to 128 characters without control characters"
+    for item in data.get("event_detail") or ():
+        if item["field_key"] in _ACCOUNT_FIELDS and _holds_control(item):
+            return f"event_detail.{item['field_key']}: an account id holds a control character"
+    return None
+
+
+def _holds_control(value: Any) -> bool:
+    if isinstance(value, str):
+        return _CONTROL.search(value) is not None
+    if isinstance(value, dict):
+        return any(_holds_control(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_control(v) for v in value)
+    return False
+
+
+def _rejected(reason: str, detail: str, raw_block: Any) -> Rejected:
+    message_id = raw_block.get("message_id") if isinstance(raw_block, dict) else None
+    return Rejected(reason, detail, compact_json(raw_block), "block", _str_or_none(message_id))
+
+
+def read_block(raw_block: Any, context: Context) -> NewEvent | Rejected:
     """Validate one block on its own, so one bad block does not sink its neighbours."""
+    if too_deep(raw_block):
+        detail = f"lists and objects nest deeper than {MAX_DEPTH} levels"
+        return _rejected("too_deep", detail, raw_block)
     try:
         if not surely_valid_block(raw_block):
             BLOCK.validate_python(raw_block)
     except ValidationError as exc:
-        message_id = raw_block.get("message_id") if isinstance(raw_block, dict) else None
-        return Rejected(
-            "invalid_block",
-            describe_validation(exc),
-            compact_json(raw_block),
-            "block",
-            _str_or_none(message_id),
-        )
+        return _rejected("invalid_block", describe_validation(exc), raw_block)
+    if bad := _bad_ids(raw_block):
+        return _rejected("invalid_block", bad, raw_block)
     data_event = raw_block["data_event"]
+    action_time = float(data_event["action_time"]) + 0.0  # -0.0 reads back as 0.0
+    if not EARLIEST_ACTION_TIME <= action_time <= context.received_at + MAX_AHEAD_S:
+        detail = (
+            f"action_time {action_time!r} is before 2000-01-01 or more than"
+            f" {MAX_AHEAD_S:.0f} s after receipt ({context.received_at!r})"
+        )
+        return _rejected("implausible_time", detail, raw_block)
+    merchant = data_event.get("merchant_id")
+    if merchant is None:
+        merchant = context.envelope_merchant
+    elif context.envelope_merchant is not None and merchant != context.envelope_merchant:
+        detail = f"block names merchant {merchant} but its envelope {context.envelope_merchant}"
+        return _rejected("merchant_mismatch", detail, raw_block)
+    allowed = context.allowed_merchants
+    if allowed is not None and merchant not in allowed:
+        detail = f"the app may speak only for {', '.join(sorted(allowed))}, not {merchant}"
+        return _rejected("merchant_not_allowed", detail, raw_block)
     event_type = raw_block["event_type"]
     block = compact_json(raw_block)
     kind = entity_kind(event_type)
@@ -143,8 +254,8 @@ def read_block(raw_block: Any) -> NewEvent | Rejected:
         entity=kind,
         entity_id=data_event[f"{kind}_id"] if kind else None,
         note_id=_str_or_none(data_event.get("note_id")),
-        merchant_id=_str_or_none(data_event.get("merchant_id")),
-        action_time=float(data_event["action_time"]) + 0.0,  # -0.0 reads back as 0.0
+        merchant_id=merchant,
+        action_time=action_time,
         created_time=_number_or_none(data_event.get("created_time")),
         block=block,
         block_digest=chain.digest(block),

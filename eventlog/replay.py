@@ -10,13 +10,22 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from eventlog.append import Batch, Outcome, add_events, quarantine
-from eventlog.intake import Intake, Rejected, read_block, read_body
+from eventlog.canonical import loads_strict
+from eventlog.intake import Context, Intake, Rejected, envelope_merchant, read_block, read_body
 from eventlog.transactions import immediate
 
 TRANSACTION_ROWS = 200  # keep other writers (the server) waiting briefly at most
+
+# app_id -> the merchants a bound app may speak for (None: any), as the config says today
+MerchantsOf = Callable[[str], Collection[str] | None]
+
+
+def _any_merchant(app_id: str) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -39,16 +48,26 @@ def held_items(conn: sqlite3.Connection, ids: list[int] | None) -> list[Held]:
     return [i for i in items if i.id in set(ids)] if ids else items
 
 
-def _intake(conn: sqlite3.Connection, item: Held) -> tuple[Intake, str]:
-    """What validation makes of the item today, and the app it came in for."""
+def _intake(conn: sqlite3.Connection, item: Held, merchants_of: MerchantsOf) -> tuple[Intake, str]:
+    """What validation makes of the item today, and the app it came in for.
+
+    Judged as on arrival: against the time it was received and its envelope's merchant.
+    """
     request = conn.execute(
-        "SELECT app_id, body, request_id FROM requests WHERE id = ?", (item.request_ref,)
+        "SELECT app_id, body, request_id, received_at FROM requests WHERE id = ?",
+        (item.request_ref,),
     ).fetchone()
-    app_id = request[0] if request else ""
+    app_id, body, request_id, received_at = request or ("", b"", None, time.time())
+    allowed = merchants_of(app_id)
     if item.kind == "body" and request is not None:
-        return read_body(bytes(request[1]), app_id), app_id
-    outcome = read_block(json.loads(item.payload))
-    intake = Intake(app_id=app_id, request_id=request[2] if request else None)
+        return read_body(bytes(body), app_id, received_at, allowed), app_id
+    try:
+        envelope = loads_strict(bytes(body)) if request is not None else None
+    except (ValueError, RecursionError):
+        envelope = None
+    context = Context(received_at, envelope_merchant(envelope), allowed)
+    outcome = read_block(json.loads(item.payload), context)
+    intake = Intake(app_id=app_id, request_id=request_id)
     if isinstance(outcome, Rejected):
         intake.rejected.append(outcome)
     else:
@@ -56,8 +75,10 @@ def _intake(conn: sqlite3.Connection, item: Held) -> tuple[Intake, str]:
     return intake, app_id
 
 
-def _replay_one(conn: sqlite3.Connection, batch: Batch, item: Held, at: float) -> str:
-    intake, app_id = _intake(conn, item)
+def _replay_one(
+    conn: sqlite3.Connection, batch: Batch, item: Held, at: float, merchants_of: MerchantsOf
+) -> str:
+    intake, app_id = _intake(conn, item, merchants_of)
     outcome = Outcome()
     for rejected in intake.rejected:
         quarantine(conn, rejected, item.request_ref, at)
@@ -80,7 +101,9 @@ def _replay_one(conn: sqlite3.Connection, batch: Batch, item: Held, at: float) -
     return result
 
 
-def replay(conn: sqlite3.Connection, items: list[Held]) -> dict[str, int]:
+def replay(
+    conn: sqlite3.Connection, items: list[Held], merchants_of: MerchantsOf = _any_merchant
+) -> dict[str, int]:
     """Replay in short transactions; returns how many ended each way."""
     counts: dict[str, int] = {}
     for start in range(0, len(items), TRANSACTION_ROWS):
@@ -88,6 +111,6 @@ def replay(conn: sqlite3.Connection, items: list[Held]) -> dict[str, int]:
             batch = Batch(conn)
             at = time.time()
             for item in items[start : start + TRANSACTION_ROWS]:
-                result = _replay_one(conn, batch, item, at)
+                result = _replay_one(conn, batch, item, at, merchants_of)
                 counts[result] = counts.get(result, 0) + 1
     return counts

@@ -42,31 +42,39 @@ class Projector(ABC):
         """Fold `events` (already filtered to event_types, in seq order) into the tables."""
 
 
+Key = tuple[str, str]  # (merchant key, entity id): an entity is (merchant, id), spec/views.md
+
+
+def merchant_key(merchant_id: str | None) -> str:
+    """The merchant as a key column: an event that names no merchant is keyed under ''."""
+    return merchant_id or ""
+
+
 class EntityProjector(Projector):
-    """A view with one folded EntityState per entity, stored in `state_table`.
+    """A view with one folded EntityState per (merchant, entity), stored in `state_table`.
 
     Each batch loads every touched entity once, folds in memory, writes each once.
+    An entity only ever folds events of its own merchant: no event of one merchant
+    can change what another merchant reads.
     """
 
     state_table: str
     key_column: str
 
-    def entity_of(self, event: LogEvent) -> str | None:
-        return event.entity_id
-
-    def load(self, conn: sqlite3.Connection, suffix: str, entity_id: str) -> EntityState | None:
+    def load(self, conn: sqlite3.Connection, suffix: str, key: Key) -> EntityState | None:
         row = conn.execute(
-            f"SELECT state FROM {self.state_table}{suffix} WHERE {self.key_column} = ?",
-            (entity_id,),
+            f"SELECT state FROM {self.state_table}{suffix}"
+            f" WHERE merchant_id = ? AND {self.key_column} = ?",
+            key,
         ).fetchone()
-        return EntityState.from_json(entity_id, loads_strict(row[0])) if row else None
+        return EntityState.from_json(key[1], loads_strict(row[0])) if row else None
 
     @abstractmethod
     def save(self, conn: sqlite3.Connection, suffix: str, state: EntityState) -> None:
         """Write one entity's rows from its folded state."""
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[LogEvent], suffix: str) -> None:
-        touched: dict[str, EntityState] = {}
+        touched: dict[Key, EntityState] = {}
         self.fold_into(conn, events, suffix, touched)
         self.save_all(conn, suffix, touched)
 
@@ -75,36 +83,40 @@ class EntityProjector(Projector):
         conn: sqlite3.Connection,
         events: Sequence[LogEvent],
         suffix: str,
-        states: dict[str, EntityState],
+        states: dict[Key, EntityState],
     ) -> None:
         """Fold events into `states`, loading an entity from its table the first time it is met."""
         for event in events:
-            entity_id = self.entity_of(event)
-            if entity_id is None:
+            if event.entity_id is None:
                 continue
-            state = states.get(entity_id)
+            key = (merchant_key(event.merchant_id), event.entity_id)
+            state = states.get(key)
             if state is None:
-                state = self.load(conn, suffix, entity_id) or EntityState(entity_id)
-                states[entity_id] = state
+                state = self.load(conn, suffix, key) or EntityState(
+                    event.entity_id, event.merchant_id
+                )
+                states[key] = state
             try:
                 state.fold(event)
             except Exception as exc:
                 raise ProjectionFailed(self.name, event, exc) from exc
 
     def save_all(
-        self, conn: sqlite3.Connection, suffix: str, states: dict[str, EntityState]
+        self, conn: sqlite3.Connection, suffix: str, states: dict[Key, EntityState]
     ) -> None:
         for state in states.values():
             self.save(conn, suffix, state)
 
 
-def upsert(conn: sqlite3.Connection, table: str, key: str, row: dict[str, object]) -> None:
+def upsert(
+    conn: sqlite3.Connection, table: str, key: tuple[str, ...], row: dict[str, object]
+) -> None:
     """Insert the row, or update every other column of the row with the same key."""
     columns = ", ".join(row)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in row if c != key)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in row if c not in key)
     conn.execute(
         f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(row))})"
-        f" ON CONFLICT ({key}) DO UPDATE SET {updates}",
+        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}",
         tuple(row.values()),
     )
 
@@ -124,6 +136,6 @@ def dump_tables(
 ) -> dict[str, list[tuple[object, ...]]]:
     """Every row of a projector's tables in key order: two views are equal when their dumps are."""
     return {
-        table: conn.execute(f"SELECT * FROM {table}{suffix} ORDER BY 1, 2").fetchall()
+        table: conn.execute(f"SELECT * FROM {table}{suffix} ORDER BY 1, 2, 3").fetchall()
         for table in projector.tables
     }

@@ -20,11 +20,13 @@ _NO_CANDIDATE = object()
 
 @dataclass
 class EntityState:
+    """One entity, identified by (merchant_id, entity_id): its merchant is part of its key."""
+
     entity_id: str
+    merchant_id: str | None = None
     registers: dict[str, tuple[Stamp, Any]] = field(default_factory=dict)
     # field -> element key -> [latest add stamp or None, latest remove stamp or None]
     sets: dict[str, dict[str, list[Stamp | None]]] = field(default_factory=dict)
-    merchant: tuple[Stamp, str] | None = None
     deleted_time: float | None = None
     last_action_time: float | None = None
     event_count: int = 0
@@ -48,17 +50,13 @@ class EntityState:
         return [element_value(key) for key, _ in self.present(name)]
 
     @property
-    def merchant_id(self) -> str | None:
-        return self.merchant[1] if self.merchant else None
-
-    @property
     def deleted(self) -> bool:
         return self.deleted_time is not None
 
     # -- folding ---------------------------------------------------------------
 
     def fold(self, event: LogEvent) -> None:
-        """Fold one log event in. Each event must be folded at most once."""
+        """Fold one log event of this entity's merchant in. Each event at most once."""
         stamp: Stamp = event.stamp
         data = event.data_event
         is_delete = event.event_type in DELETE_EVENTS
@@ -75,9 +73,6 @@ class EntityState:
             held = self.registers.get(name)
             if held is None or stamp > held[0]:
                 self.registers[name] = (stamp, value)
-        merchant = data.get("merchant_id")
-        if isinstance(merchant, str) and (self.merchant is None or stamp > self.merchant[0]):
-            self.merchant = (stamp, merchant)
         if is_delete and (self.deleted_time is None or event.action_time < self.deleted_time):
             self.deleted_time = event.action_time
         if self.last_action_time is None or event.action_time > self.last_action_time:
@@ -116,7 +111,7 @@ class EntityState:
                 }
                 for k, v in sorted(self.sets.items())
             },
-            "m": [list(self.merchant[0]), self.merchant[1]] if self.merchant else None,
+            "m": self.merchant_id,
             "d": self.deleted_time,
             "t": self.last_action_time,
             "n": self.event_count,
@@ -134,7 +129,7 @@ class EntityState:
                 k: {e: [stamp(a), stamp(r)] for e, (a, r) in v.items()}
                 for k, v in data["s"].items()
             },
-            merchant=((data["m"][0][0], data["m"][0][1]), data["m"][1]) if data["m"] else None,
+            merchant_id=data["m"],
             deleted_time=data["d"],
             last_action_time=data["t"],
             event_count=data["n"],

@@ -8,14 +8,15 @@ from __future__ import annotations
 import sqlite3
 
 from eventlog.models import NOTE_EVENTS
-from projections.base import EntityProjector, doc_text, state_text, upsert
+from projections.base import EntityProjector, doc_text, merchant_key, state_text, upsert
 from projections.documents import mention_item, mentioned_accounts, note_document
 from projections.fold import EntityState
 
 
 class MentionsProjector(EntityProjector):
     name = "mentions"
-    version = 2  # 2: list fields that named no element stay out of extra
+    # 2: list fields that named no element stay out of extra; 3: keyed by (merchant, note)
+    version = 3
     event_types = NOTE_EVENTS
     tables = ("mention_notes", "mentions")
     state_table = "mention_notes"
@@ -25,36 +26,42 @@ class MentionsProjector(EntityProjector):
         g = f"g{generation}"
         return [
             f"""CREATE TABLE mention_notes{suffix} (
-                note_id TEXT PRIMARY KEY,
-                state TEXT NOT NULL
+                merchant_id TEXT NOT NULL,
+                note_id TEXT NOT NULL,
+                state TEXT NOT NULL,
+                PRIMARY KEY (merchant_id, note_id)
             )""",
             f"""CREATE TABLE mentions{suffix} (
                 account_id TEXT NOT NULL,
+                merchant_id TEXT NOT NULL,
                 note_id TEXT NOT NULL,
                 mentioned_at REAL NOT NULL,
-                merchant_id TEXT,
                 item TEXT NOT NULL,
-                PRIMARY KEY (account_id, note_id)
+                PRIMARY KEY (account_id, merchant_id, note_id)
             ) WITHOUT ROWID""",
             f"CREATE INDEX mentions_{g}_feed ON mentions{suffix}"
-            " (account_id, mentioned_at DESC, note_id DESC)",
-            f"CREATE INDEX mentions_{g}_note ON mentions{suffix} (note_id)",
+            " (account_id, mentioned_at DESC, note_id DESC, merchant_id DESC)",
+            f"CREATE INDEX mentions_{g}_note ON mentions{suffix} (merchant_id, note_id)",
         ]
 
     def save(self, conn: sqlite3.Connection, suffix: str, state: EntityState) -> None:
+        merchant = merchant_key(state.merchant_id)
         upsert(
             conn,
             f"mention_notes{suffix}",
-            "note_id",
-            {"note_id": state.entity_id, "state": state_text(state)},
+            ("merchant_id", "note_id"),
+            {"merchant_id": merchant, "note_id": state.entity_id, "state": state_text(state)},
         )
-        conn.execute(f"DELETE FROM mentions{suffix} WHERE note_id = ?", (state.entity_id,))
+        conn.execute(
+            f"DELETE FROM mentions{suffix} WHERE merchant_id = ? AND note_id = ?",
+            (merchant, state.entity_id),
+        )
         accounts = mentioned_accounts(state)
         if not accounts:
             return
         note = note_document(state)
         conn.executemany(
             f"INSERT INTO mentions{suffix} VALUES (?, ?, ?, ?, ?)",
-            [(account, state.entity_id, at, note["merchant_id"], doc_text(mention_item(note, at)))
+            [(account, merchant, state.entity_id, at, doc_text(mention_item(note, at)))
              for account, at in accounts.items()],
         )  # fmt: skip

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from eventlog.models import NOTE_EVENTS
-from projections.base import EntityProjector, doc_text, state_text, upsert
+from projections.base import EntityProjector, doc_text, merchant_key, state_text, upsert
 from projections.documents import note_document
 from projections.fold import EntityState
 
@@ -25,7 +25,8 @@ def related_ids(doc: dict[str, Any]) -> Iterator[str]:
 
 class NotesProjector(EntityProjector):
     name = "notes"
-    version = 2  # 2: list fields that named no element stay out of extra
+    # 2: list fields that named no element stay out of extra; 3: keyed by (merchant, note)
+    version = 3
     event_types = NOTE_EVENTS
     tables = ("notes", "note_links")
     state_table = "notes"
@@ -35,39 +36,45 @@ class NotesProjector(EntityProjector):
         g = f"g{generation}"
         return [
             f"""CREATE TABLE notes{suffix} (
-                note_id TEXT PRIMARY KEY,
-                merchant_id TEXT,
+                merchant_id TEXT NOT NULL,
+                note_id TEXT NOT NULL,
                 deleted INTEGER NOT NULL,
                 last_action_time REAL,
                 doc TEXT NOT NULL,
-                state TEXT NOT NULL
+                state TEXT NOT NULL,
+                PRIMARY KEY (merchant_id, note_id)
             )""",
+            f"CREATE INDEX notes_{g}_id ON notes{suffix} (note_id)",
             f"""CREATE TABLE note_links{suffix} (
                 related_id TEXT NOT NULL,
+                merchant_id TEXT NOT NULL,
                 note_id TEXT NOT NULL,
                 last_action_time REAL,
-                merchant_id TEXT,
-                PRIMARY KEY (related_id, note_id)
+                PRIMARY KEY (related_id, merchant_id, note_id)
             ) WITHOUT ROWID""",
             f"CREATE INDEX note_links_{g}_recent ON note_links{suffix}"
-            " (related_id, last_action_time DESC, note_id DESC)",
-            f"CREATE INDEX note_links_{g}_note ON note_links{suffix} (note_id)",
+            " (related_id, last_action_time DESC, note_id DESC, merchant_id DESC)",
+            f"CREATE INDEX note_links_{g}_note ON note_links{suffix} (merchant_id, note_id)",
         ]
 
     def save(self, conn: sqlite3.Connection, suffix: str, state: EntityState) -> None:
         doc = note_document(state)
-        upsert(conn, f"notes{suffix}", "note_id", {
+        merchant = merchant_key(state.merchant_id)
+        upsert(conn, f"notes{suffix}", ("merchant_id", "note_id"), {
+            "merchant_id": merchant,
             "note_id": state.entity_id,
-            "merchant_id": doc["merchant_id"],
             "deleted": int(state.deleted),
             "last_action_time": state.last_action_time,
             "doc": doc_text(doc),
             "state": state_text(state),
         })  # fmt: skip
-        conn.execute(f"DELETE FROM note_links{suffix} WHERE note_id = ?", (state.entity_id,))
+        conn.execute(
+            f"DELETE FROM note_links{suffix} WHERE merchant_id = ? AND note_id = ?",
+            (merchant, state.entity_id),
+        )
         if not state.deleted:
             conn.executemany(
                 f"INSERT INTO note_links{suffix} VALUES (?, ?, ?, ?)",
-                [(rid, state.entity_id, state.last_action_time, doc["merchant_id"])
+                [(rid, merchant, state.entity_id, state.last_action_time)
                  for rid in set(related_ids(doc))],
             )  # fmt: skip

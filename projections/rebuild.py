@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from eventlog.read import head_seq, iter_from
 from eventlog.transactions import immediate
-from projections.base import EntityProjector, Projector
+from projections.base import EntityProjector, Key, Projector
 from projections.engine import BATCH, apply_pending, step
 from projections.fold import EntityState
 from projections.gc_pause import gc_paused
@@ -118,7 +118,7 @@ def rebuild_all(
     generations = {p.name: start_rebuild(views, p) for p in projectors}
     entity_projectors = [p for p in projectors if isinstance(p, EntityProjector)]
     others = [p for p in projectors if not isinstance(p, EntityProjector)]
-    held: dict[str, dict[str, EntityState]] = {p.name: {} for p in entity_projectors}
+    held: dict[str, dict[Key, EntityState]] = {p.name: {} for p in entity_projectors}
     total = head_seq(log)
     done = flushed = 0
 

@@ -20,7 +20,7 @@ from tests.helpers import APP_A, make_block, secret_for, signature
 
 def hold_as_if_rejected(data_dir: Path, count: int, per_request: int = 1) -> list[dict[str, Any]]:
     """Valid blocks that an older, stricter version sent to quarantine (what a code fix lets in)."""
-    blocks = [make_block(note_id=f"held-{i % 7}", action_time=float(i)) for i in range(count)]
+    blocks = [make_block(note_id=f"held-{i % 7}", action_time=1_600_000_000.0 + i) for i in range(count)]
     conn = open_log(data_dir)
     try:
         for i in range(0, count, per_request):

@@ -11,7 +11,9 @@ COMMENTS = ("c1", "c2")
 ACCOUNTS = ("acc-1", "acc-2", "acc-3")
 
 # A few action times, so equal times (ties broken by message_id) are common.
-action_times = st.sampled_from([100.0, 100.5, 200.0, 300.25, 1669200439.676389])
+# plausible times (intake quarantines any before 2000), with exact ties and near-ties
+T0 = 1_600_000_000.0
+action_times = st.sampled_from([T0 + 100.0, T0 + 100.5, T0 + 200.0, T0 + 300.25, 1669200439.676389])
 
 times = st.one_of(
     st.sampled_from(

@@ -90,22 +90,22 @@ async def test_note_as_of_before_between_and_after_its_events(client, settings):
 
     create = make_block(
         note_id="n1",
-        action_time=100.0,
+        action_time=1_600_000_100.0,
         event_detail=[{"field_key": "description", "add": ["first"]}],
     )
     update = make_block(
         "note_update_data",
         note_id="n1",
-        action_time=200.0,
+        action_time=1_600_000_200.0,
         event_detail=[{"field_key": "description", "change": [{"from": "first", "to": "second"}]}],
     )
     await signed_post(client, make_body(update))
     await signed_post(client, make_body(create))
-    assert (await get(client, "/notes/n1?as_of=99.5"))[0] == 404
-    status, between = await get(client, "/notes/n1?as_of=150")
+    assert (await get(client, "/notes/n1?as_of=1600000099.5"))[0] == 404
+    status, between = await get(client, "/notes/n1?as_of=1600000150")
     assert (status, between["description"], between["event_count"]) == (200, "first", 1)
-    status, after = await get(client, "/notes/n1?as_of=1970-01-01T00:03:20Z")
-    assert (status, after["description"], after["last_action_time"]) == (200, "second", 200.0)
+    status, after = await get(client, "/notes/n1?as_of=2020-09-13T12:30:00Z")
+    assert (status, after["description"], after["last_action_time"]) == (200, "second", 1_600_000_200.0)
     await settled(settings)
     assert (await get(client, "/notes/n1"))[1] == after
 

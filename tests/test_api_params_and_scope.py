@@ -80,7 +80,9 @@ async def test_a_merchant_token_cannot_see_another_merchants_data_by_any_route(c
     ])  # fmt: skip
     other_comment = make_block("note_comment_create", comment_id="their-comment", merchant_id=OTHER,
                                event_detail=[{"field_key": "object_id", "add": ["theirs"]}])  # fmt: skip
-    await signed_post(client, make_body(other_note, other_comment))
+    theirs = make_body(other_note, other_comment)
+    theirs["merchant_id"] = OTHER  # a block and its envelope must name the same merchant
+    await signed_post(client, theirs)
     await settled(settings)
     for path in (
         "/notes/theirs",
@@ -102,7 +104,7 @@ async def test_a_merchant_token_cannot_see_another_merchants_data_by_any_route(c
 
 async def test_mention_feed_pages_skip_and_repeat_nothing_while_mentions_arrive(client, settings):
     blocks = [
-        make_block(note_id=f"n{i:04d}", action_time=1000.0 + i % 97,
+        make_block(note_id=f"n{i:04d}", action_time=1_600_001_000.0 + i % 97,
                    event_detail=[{"field_key": "account_mentions", "add": [["acc-1"]]}])
         for i in range(1000)
     ]  # fmt: skip
@@ -119,7 +121,7 @@ async def test_mention_feed_pages_skip_and_repeat_nothing_while_mentions_arrive(
         assert keys == sorted(keys, reverse=True)
         # new mentions arrive between pages: newer ones sort before the cursor, so never show up here
         extra += 1
-        fresh = make_block(note_id=f"new{extra}", action_time=5000.0 + extra,
+        fresh = make_block(note_id=f"new{extra}", action_time=1_600_005_000.0 + extra,
                            event_detail=[{"field_key": "account_mentions", "add": [["acc-1"]]}])  # fmt: skip
         await signed_post(client, make_body(fresh))
         await settled(settings)
@@ -130,7 +132,7 @@ async def test_mention_feed_pages_skip_and_repeat_nothing_while_mentions_arrive(
 
 
 async def test_related_notes_page_through(client, settings):
-    blocks = [make_block(note_id=f"n{i}", action_time=float(i), event_detail=[{"field_key": "object_id", "add": ["deal-1"]}])
+    blocks = [make_block(note_id=f"n{i}", action_time=1_600_000_000.0 + i, event_detail=[{"field_key": "object_id", "add": ["deal-1"]}])
               for i in range(7)]  # fmt: skip
     append_blocks(settings.data_dir, blocks)
     await settled(settings)

@@ -34,7 +34,7 @@ def test_file_values_and_relative_data_dir_resolved_against_the_files_folder(tmp
     )
     s = load_settings(cfg)
     assert s.data_dir == tmp_path / "store" and s.port == 9001
-    assert s.apps == {"a": ("s",), "b": ("old", "new")}
+    assert {k: v.secrets for k, v in s.apps.items()} == {"a": ("s",), "b": ("old", "new")}
     assert s.secrets() == [("a", "s"), ("b", "old"), ("b", "new")]
 
 
@@ -43,7 +43,7 @@ def test_precedence_is_flag_then_env_then_file(tmp_path, monkeypatch):
     monkeypatch.setenv("NOTESTORE_PORT", "9002")
     monkeypatch.setenv("NOTESTORE_APPS", '{"a": "env-secret"}')
     s = load_settings(cfg, port=9003)
-    assert (s.port, s.host, s.apps) == (9003, "file", {"a": ("env-secret",)})
+    assert (s.port, s.host, s.apps["a"].secrets) == (9003, "file", ("env-secret",))
 
 
 def test_notestore_config_names_the_file(tmp_path, monkeypatch):

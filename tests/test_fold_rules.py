@@ -144,10 +144,11 @@ def test_elements_are_ordered_by_canonical_json():
     assert doc["mentions"] == ["a", "b", 10, {"a": 1, "id": "é"}]
 
 
-def test_merchant_is_the_latest_stamped_events():
-    doc = fold(event("note_create", 2, mid="1", merchant="m-new"), event("note_create", 1, mid="2", merchant="m-old"),
-               event("note_create", 3, mid="3", merchant=None))  # fmt: skip
-    assert doc["merchant_id"] == "m-new"
+def test_the_merchant_is_the_entitys_key_and_no_event_changes_it():
+    state = EntityState("n1", "m-1")
+    state.fold(event("note_create", 2, {"field_key": "merchant_id", "add": ["m-2"]}, mid="1", merchant="m-1"))
+    assert note_document(state)["merchant_id"] == "m-1"
+    assert EntityState.from_json("n1", state.to_json()).merchant_id == "m-1"
 
 
 def test_extra_holds_other_fields_and_information_gives_type_and_result():

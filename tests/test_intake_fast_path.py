@@ -17,10 +17,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from eventlog.intake import NewEvent, Rejected, read_block
+from eventlog.intake import (
+    EARLIEST_ACTION_TIME,
+    MAX_AHEAD_S,
+    Context,
+    NewEvent,
+    Rejected,
+    read_block,
+)
 from eventlog.models import BLOCK, surely_valid_block
 from tests.helpers import SAMPLE_FILES
 from tests.strategies import event_blocks
+
+RECEIVED_AT = 1669300000.0  # after every sample's action_time
+
+
+def _plausible(action_time: float) -> bool:
+    return EARLIEST_ACTION_TIME <= action_time <= RECEIVED_AT + MAX_AHEAD_S
+
 
 # Values a field may be replaced by: the wrong types, the edge cases of the right ones.
 EDGE_VALUES = [
@@ -139,8 +153,10 @@ def test_edge_cases_fall_back_to_the_model_and_keep_its_answer(change: dict[str,
     block = copy.deepcopy(_sample_blocks()[0])
     block["data_event"].update(change)
     assert not surely_valid_block(block)
-    outcome = read_block(block)
-    if _accepted_by_model(block):
+    outcome = read_block(block, Context(received_at=RECEIVED_AT))
+    if _accepted_by_model(block) and _plausible(block["data_event"]["action_time"]):
         assert isinstance(outcome, NewEvent)
+    elif _accepted_by_model(block):  # valid, but a time no clock could have given
+        assert isinstance(outcome, Rejected) and outcome.reason == "implausible_time"
     else:
         assert isinstance(outcome, Rejected) and outcome.reason == "invalid_block"

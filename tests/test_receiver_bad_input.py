@@ -171,7 +171,7 @@ async def test_what_the_vendor_calls_required_but_we_do_not_need_is_accepted(cli
     block = {
         "message_id": "m1",
         "event_type": "note_create",
-        "data_event": {"note_id": "n", "action_time": 3},
+        "data_event": {"note_id": "n", "action_time": 1669200439},
     }
     assert (await signed_post(client, make_body(block)))[1]["accepted"] == 1
 
@@ -190,14 +190,14 @@ async def test_unknown_routes_and_methods_answer_json(client):
 
 
 async def test_big_integers_are_stored_exactly(client, settings):
-    raw = b'{"block_event": [{"message_id": "m-big", "event_type": "deal_x", "data_event": {"action_time": 1, "big": 123456789012345678901234567890}}]}'
+    raw = b'{"block_event": [{"message_id": "m-big", "event_type": "deal_x", "data_event": {"action_time": 1669200439, "big": 123456789012345678901234567890}}]}'
     status, answer = await post_raw(client, raw, {SIGNATURE_HEADER: signature(raw)})
     assert (status, answer["accepted"]) == (200, 1)
     assert "123456789012345678901234567890" in snapshot(settings.events_path)["events"][0][14]
 
 
 async def test_a_lone_surrogate_escape_is_quarantined_not_a_503(client, settings):
-    raw = b'{"block_event": [{"message_id": "m-\\ud800", "event_type": "x", "data_event": {"action_time": 1}}]}'
+    raw = b'{"block_event": [{"message_id": "m-\\ud800", "event_type": "x", "data_event": {"action_time": 1669200439}}]}'
     status, answer = await post_raw(client, raw, {SIGNATURE_HEADER: signature(raw)})
     assert (status, answer) == (200, {"accepted": 0, "duplicates": 0, "quarantined": 1})
     assert quarantine_rows(settings)[0][0] == "not_json"

@@ -118,7 +118,7 @@ async def test_unknown_event_types_are_logged_as_they_are(client, settings):
     block = {
         "message_id": "m-deal-1",
         "event_type": "deal_update",
-        "data_event": {"action_time": 5},
+        "data_event": {"action_time": 1669200439},
     }
     body = {"app_id": APP_A, "block_event": [block]}
     assert (await signed_post(client, body))[1]["accepted"] == 1

@@ -13,6 +13,7 @@ from projections.engine import STEPS, step
 from projections.registry import all_projectors
 from projections.store import LIVE, position
 from tests.helpers import ROOT, make_block
+from tests.strategies import T0
 from tests.views_kit import Views, append_blocks, fold_from_scratch, fold_prefix
 
 PROJECTORS = all_projectors()
@@ -30,7 +31,7 @@ def seed_log(data_dir: Path) -> None:
             make_block(
                 "note_create",
                 note_id=note,
-                action_time=float(i),
+                action_time=T0 + i,
                 event_detail=[{"field_key": "account_mentions", "add": [[f"a{i % 2}"]]}],
             )
         )
@@ -38,11 +39,11 @@ def seed_log(data_dir: Path) -> None:
             make_block(
                 "note_comment_update_data",
                 comment_id=comment,
-                action_time=float(i),
+                action_time=T0 + i,
                 event_detail=[{"field_key": "object_id", "add": [note]}],
             )
         )
-    blocks.append(make_block("note_delete", note_id="n1", action_time=50.0))
+    blocks.append(make_block("note_delete", note_id="n1", action_time=T0 + 50))
     append_blocks(data_dir, blocks, per_request=3)
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from projections.registry import all_projectors
 from tests.helpers import SAMPLE_FILES, make_block
+from tests.strategies import T0
 from tests.views_kit import Views, append_blocks, append_bodies, docs
 
 MERCHANT = "1b99bdcf-d582-4f49-9715-1b61dfff3924"
@@ -134,17 +135,17 @@ def test_comment_thread_order_and_the_note_known_only_from_a_later_event(tmp_pat
     """An update before its create joins the thread once an event with object_id arrives."""
     views = Views(tmp_path, all_projectors()[1])
     views.build()
-    update = make_block("note_comment_update_data", comment_id="c1", action_time=20.0)
+    update = make_block("note_comment_update_data", comment_id="c1", action_time=T0 + 20)
     append_blocks(tmp_path, [update])
     views.catch_up()
-    assert [r[1] for r in views.dump()["comments"]] == [None]
+    assert [r[2] for r in views.dump()["comments"]] == [None]
     create = make_block(
-        "note_comment_create", comment_id="c1", action_time=10.0,
+        "note_comment_create", comment_id="c1", action_time=T0 + 10,
         event_detail=[{"field_key": "object_id", "add": ["n1"]}],
     )  # fmt: skip
     append_blocks(tmp_path, [create])
     views.catch_up()
-    assert [r[1] for r in views.dump()["comments"]] == ["n1"]
+    assert [r[2] for r in views.dump()["comments"]] == ["n1"]
 
 
 def test_mention_feed_follows_adds_removes_and_deletes(tmp_path):
@@ -155,23 +156,23 @@ def test_mention_feed_follows_adds_removes_and_deletes(tmp_path):
         {"field_key": "mention", "add": [[{"id": "acc-3"}, {"account_id": "acc-1", "id": "x"}, 7]]},
         {"field_key": "description", "add": ["<b>hi</b>"]},
     ]
-    append_blocks(tmp_path, [make_block(note_id="n1", action_time=100.0, event_detail=mention)])
+    append_blocks(tmp_path, [make_block(note_id="n1", action_time=T0 + 100, event_detail=mention)])
     unmention = [
         {"field_key": "account_mentions", "change": [{"from": ["acc-1", "acc-2"], "to": ["acc-1"]}]}
     ]
     append_blocks(
         tmp_path,
-        [make_block("note_update_data", note_id="n1", action_time=200.0, event_detail=unmention)],
+        [make_block("note_update_data", note_id="n1", action_time=T0 + 200, event_detail=unmention)],
     )
     views.catch_up()
-    feed = {(r[0], r[1]): (r[2], json.loads(str(r[4]))) for r in views.dump()["mentions"]}
+    feed = {(r[0], r[2]): (r[3], json.loads(str(r[4]))) for r in views.dump()["mentions"]}
     assert set(feed) == {("acc-1", "n1"), ("acc-3", "n1")}
     # acc-1 was added at 100 in both fields and re-added by the change's "to" at 200
-    assert feed[("acc-1", "n1")][0] == 200.0 and feed[("acc-3", "n1")][0] == 100.0
+    assert feed[("acc-1", "n1")][0] == T0 + 200 and feed[("acc-3", "n1")][0] == T0 + 100
     assert feed[("acc-3", "n1")][1] == {
-        "note_id": "n1", "merchant_id": MERCHANT, "mentioned_at": 100.0, "description": "<b>hi</b>",
+        "note_id": "n1", "merchant_id": MERCHANT, "mentioned_at": T0 + 100, "description": "<b>hi</b>",
         "type": None, "source": None, "object_id": None, "created_by": None,
     }  # fmt: skip
-    append_blocks(tmp_path, [make_block("note_delete", note_id="n1", action_time=300.0)])
+    append_blocks(tmp_path, [make_block("note_delete", note_id="n1", action_time=T0 + 300)])
     views.catch_up()
     assert views.dump()["mentions"] == []

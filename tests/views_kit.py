@@ -99,5 +99,5 @@ def fold_prefix(data_dir: Path, projector: Projector, upto: int) -> Dump:
 
 
 def docs(dump: Dump, table: str, doc_column: int) -> dict[str, Any]:
-    """The JSON documents of a dumped table, by first column."""
-    return {row[0]: json.loads(str(row[doc_column])) for row in dump[table]}
+    """The JSON documents of a dumped table, by its entity id (the column after the merchant)."""
+    return {row[1]: json.loads(str(row[doc_column])) for row in dump[table]}

@@ -5,9 +5,10 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from app.errors import NotFound
+from app.queries.merchants import choose_merchant
 from app.queries.scope import Scope
 from eventlog.read import LogEvent, read_by_entity, read_from
+from projections.base import merchant_key
 from projections.fold import own_candidates
 from projections.gc_pause import gc_paused
 
@@ -29,6 +30,7 @@ def history_item(event: LogEvent) -> dict[str, Any]:
         "event_type": event.event_type,
         "entity": event.entity,
         "entity_id": event.entity_id,
+        "merchant_id": event.merchant_id,
         "action_time": event.action_time,
         "created_time": data.get("created_time"),
         "received_at": event.received_at,
@@ -41,25 +43,33 @@ def history_item(event: LogEvent) -> dict[str, Any]:
 
 @gc_paused()
 def note_history(
-    views: sqlite3.Connection, log: sqlite3.Connection, scope: Scope, note_id: str
+    views: sqlite3.Connection,
+    log: sqlite3.Connection,
+    scope: Scope,
+    note_id: str,
+    merchant: str | None = None,
 ) -> dict[str, Any]:
-    comment_ids = [
-        r[0] for r in views.execute("SELECT comment_id FROM comments WHERE note_id = ?", (note_id,))
-    ]
-    events = [
+    """Every event about one merchant's note and that merchant's comments on it, by stamp."""
+    comments = set(
+        views.execute("SELECT merchant_id, comment_id FROM comments WHERE note_id = ?", (note_id,))
+    )
+    about = [
         e
-        for e in read_by_entity(log, [note_id, *comment_ids])
-        if _about(e, note_id, comment_ids) and scope.sees(e.merchant_id)
+        for e in read_by_entity(log, [note_id, *(c for _, c in comments)])
+        if _about(e, note_id, comments)
     ]
-    if not events:
-        raise NotFound(f"no history for note {note_id}")
-    events.sort(key=lambda e: e.stamp)
+    held_by = {merchant_key(e.merchant_id) for e in about}
+    chosen = choose_merchant(held_by, scope, merchant, f"history for note {note_id}")
+    events = sorted(
+        (e for e in about if merchant_key(e.merchant_id) == chosen), key=lambda e: e.stamp
+    )
     return {"note_id": note_id, "events": [history_item(e) for e in events]}
 
 
-def _about(event: LogEvent, note_id: str, comment_ids: list[str]) -> bool:
+def _about(event: LogEvent, note_id: str, comments: set[tuple[str, str]]) -> bool:
     if event.entity == "comment":
-        return event.entity_id in comment_ids
+        # a comment of the event's own merchant whose current note_id is the note
+        return (merchant_key(event.merchant_id), event.entity_id) in comments
     # note events by their id, and events of unknown types whose note_id names the note
     return event.entity_id == note_id or (event.entity is None and event.note_id == note_id)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from app.queries.paging import newest_first
+from app.queries.paging import Cursor, newest_first
 from app.queries.scope import Scope
 
 
@@ -14,15 +14,15 @@ def mention_feed(
     scope: Scope,
     account_id: str,
     limit: int,
-    cursor: tuple[float, str] | None,
+    cursor: Cursor | None,
 ) -> dict[str, Any]:
     where, params = scope.sql()
     return newest_first(
         views,
-        "SELECT item, mentioned_at, note_id FROM mentions",
+        "SELECT item, mentioned_at, note_id, merchant_id FROM mentions",
         f"account_id = ? AND {where}",
         (account_id, *params),
-        ("mentioned_at", "note_id"),
+        ("mentioned_at", "note_id", "merchant_id"),
         limit,
         cursor,
     )

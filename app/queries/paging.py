@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from app.queries.params import encode_cursor
+from app.queries.params import Cursor, encode_cursor
 from eventlog.canonical import loads_strict
 
 
@@ -14,24 +14,26 @@ def newest_first(
     select: str,
     where: str,
     params: tuple[object, ...],
-    sort: tuple[str, str],
+    sort: tuple[str, str, str],
     limit: int,
-    cursor: tuple[float, str] | None,
+    cursor: Cursor | None,
 ) -> dict[str, Any]:
-    """A page of `select` (doc, sort value, id) rows, newest first by `sort` (value, id).
+    """A page of `select` (doc, sort value, id, merchant) rows, newest first by `sort`.
 
     Keyset: the next page starts strictly after the last item shown, so no item whose sort
-    key is unchanged is skipped or repeated while new ones arrive.
+    key is unchanged is skipped or repeated while new ones arrive. The merchant is the last
+    tie-breaker: one id may be held by several merchants.
     """
-    value, key = sort
+    columns = ", ".join(sort)
     if cursor is not None:
-        where += f" AND ({value}, {key}) < (?, ?)"
+        where += f" AND ({columns}) < (?, ?, ?)"
         params = (*params, *cursor)
+    order = ", ".join(f"{column} DESC" for column in sort)
     rows = conn.execute(
-        f"{select} WHERE {where} ORDER BY {value} DESC, {key} DESC LIMIT ?", (*params, limit + 1)
+        f"{select} WHERE {where} ORDER BY {order} LIMIT ?", (*params, limit + 1)
     ).fetchall()
     more = len(rows) > limit
     return {
         "items": [loads_strict(row[0]) for row in rows[:limit]],
-        "next_cursor": encode_cursor([rows[limit - 1][1], rows[limit - 1][2]]) if more else None,
+        "next_cursor": encode_cursor(list(rows[limit - 1][1:4])) if more else None,
     }

@@ -61,17 +61,22 @@ def encode_cursor(key: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
 
 
-def decode_cursor(value: str | None) -> tuple[float, str] | None:
-    """A keyset position (sort value, id), as encode_cursor made it."""
+Cursor = tuple[float, str, str]  # a keyset position: (sort value, id, merchant key)
+
+
+def decode_cursor(value: str | None) -> Cursor | None:
+    """A keyset position, as encode_cursor made it."""
     if value is None:
         return None
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        at, key = json.loads(raw)
-        if isinstance(at, bool) or not isinstance(at, int | float) or not isinstance(key, str):
+        at, key, merchant = json.loads(raw)
+        if isinstance(at, bool) or not isinstance(at, int | float):
+            raise ValueError
+        if not isinstance(key, str) or not isinstance(merchant, str):
             raise ValueError
         if not math.isfinite(at := float(at)):
             raise ValueError
-        return at, key
+        return at, key, merchant
     except (ValueError, TypeError, UnicodeDecodeError, OverflowError, RecursionError):
         raise BadRequest("cursor is not one this server gave out") from None
