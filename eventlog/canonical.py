@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from typing import Any
 
 import orjson
@@ -17,6 +18,12 @@ import orjson
 # by masking digits and searching in C: a regex costs more than the parse itself.
 _DIGIT_MASK = bytes(ord("1") if chr(b).isdigit() and b < 128 else ord(" ") for b in range(256))
 _LONG_RUN = b"1" * 19
+# orjson refuses nesting over 1024 levels, so the exact re-parse below needs at most that
+# many frames beyond its caller's: room for it, so that a body orjson accepts is never lost
+# to a RecursionError deep in a server's stack (its deep blocks are then quarantined).
+ORJSON_MAX_DEPTH = 1024
+if sys.getrecursionlimit() < 4 * ORJSON_MAX_DEPTH:
+    sys.setrecursionlimit(4 * ORJSON_MAX_DEPTH)
 
 
 def canonical_json(value: Any) -> str:
