@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.signing import SIGNATURE_HEADER
+from app.web import create_app
+from projections.base import Projector
+from projections.comments import CommentsProjector
+from projections.mentions import MentionsProjector
+from projections.notes import NotesProjector
 from tests.helpers import make_block, make_body, sample, settled, signed_post
+from tests.views_kit import append_blocks
 
 
 async def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # type: ignore[no-untyped-def]
@@ -47,7 +56,8 @@ async def test_each_metric_moves_with_its_event(client, settings):
     moved("notestore_events_total", 2, event_type="note_create")
     moved("notestore_delivery_seconds_count", 6)
     moved("notestore_group_commit_deliveries_count", 4)
-    assert value(after, "notestore_delivery_seconds_bucket", le="0.1") >= 6
+    # every delivery is in the latency histogram; how fast it was is not this test's business
+    moved("notestore_delivery_seconds_bucket", 6, le="+Inf")
     assert value(after, "notestore_log_last_seq") == 2
     assert value(after, "notestore_quarantine_items") == 2
     assert value(after, "notestore_log_bytes") > 0 and value(after, "notestore_disk_free_bytes") > 0
@@ -56,17 +66,73 @@ async def test_each_metric_moves_with_its_event(client, settings):
         assert value(after, "notestore_view_lag_events", view=view) == 0
 
 
-async def test_view_lag_shows_events_not_yet_applied(client, settings):
-    from tests.views_kit import append_blocks
+class Held:
+    """Mixed into a projector: applying a batch waits while the test holds `gate` closed.
 
+    `held` is set once a projector has read new events and waits at the gate; the
+    runner's projectors write views.db one at a time, so the others wait behind it and
+    no view moves its checkpoint until the gate opens.
+    """
+
+    def __init__(self, gate: threading.Event, held: threading.Event) -> None:
+        super().__init__()
+        self.gate, self.held = gate, held
+
+    def apply(self, conn, events, suffix):  # type: ignore[no-untyped-def]
+        self.held.set()
+        if not self.gate.wait(60):
+            raise RuntimeError("the test never opened the gate")
+        super().apply(conn, events, suffix)  # type: ignore[misc]
+
+
+class HeldNotes(Held, NotesProjector):
+    pass
+
+
+class HeldComments(Held, CommentsProjector):
+    pass
+
+
+class HeldMentions(Held, MentionsProjector):
+    pass
+
+
+async def wait_for(check, timeout: float = 15.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, f"not reached: {what or check}"
+        await asyncio.sleep(0.02)
+
+
+async def test_view_lag_shows_events_not_yet_applied(aiohttp_client, settings):
+    gate, held = threading.Event(), threading.Event()
+    gate.set()  # open while the views are first built
+    append_blocks(settings.data_dir, [make_block(), make_block()])
+    projectors: list[Projector] = [
+        HeldNotes(gate, held),
+        HeldComments(gate, held),
+        HeldMentions(gate, held),
+    ]
+    client = await aiohttp_client(create_app(settings, projectors))
     await settled(settings)
-    append_blocks(settings.data_dir, [make_block()])  # another process appends; the runner polls
-    metrics = await scrape(client)
-    assert value(metrics, "notestore_log_last_seq") == 1
-    assert value(metrics, "notestore_view_lag_events", view="notes") in (0, 1)
+    gate.clear()
+    held.clear()
+    try:
+        # another process appends three events; the runner polls, reads them and is held
+        append_blocks(settings.data_dir, [make_block(), make_block(), make_block()])
+        await wait_for(held.is_set, what="a projector read the new events")
+        metrics = await scrape(client)
+        assert value(metrics, "notestore_log_last_seq") == 5
+        for view in ("notes", "comments", "mentions"):
+            assert value(metrics, "notestore_view_checkpoint", view=view) == 2, view
+            assert value(metrics, "notestore_view_lag_events", view=view) == 3, view
+    finally:
+        gate.set()
     await settled(settings)
     metrics = await scrape(client)
-    assert value(metrics, "notestore_view_lag_events", view="notes") == 0
+    for view in ("notes", "comments", "mentions"):
+        assert value(metrics, "notestore_view_checkpoint", view=view) == 5, view
+        assert value(metrics, "notestore_view_lag_events", view=view) == 0, view
 
 
 async def test_delivery_counts_reach_the_shared_counters_in_bulk() -> None:

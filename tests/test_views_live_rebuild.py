@@ -1,18 +1,101 @@
-"""(e) `notestore rebuild` while a real server keeps receiving ends with views equal to a fresh fold."""
+"""Views built while the service runs: a view being built answers 503 and the others carry on;
+`notestore rebuild` while a real server keeps receiving ends with views equal to a fresh fold."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
+from app.keys import RUNNER
 from app.send import post_signed
+from app.web import create_app
+from projections.comments import CommentsProjector
+from projections.mentions import MentionsProjector
+from projections.notes import NotesProjector
 from projections.registry import all_projectors
-from tests.helpers import SECRETS, make_block, make_body, signature
+from tests.helpers import SECRETS, make_block, make_body, settled, signature
 from tests.server import Server, write_config
-from tests.views_kit import Views, fold_from_scratch
+from tests.views_kit import Views, append_blocks, fold_from_scratch
+
+OPS = {"Authorization": "Bearer ops-token"}
+T0 = 1669200000.0  # a plausible action_time (intake quarantines times before 2000)
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> None:
+    """Poll `check` until it is true; fail (never hang) once the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not reached in {timeout} s: {what or check}"
+        time.sleep(0.05)
+
+
+async def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "") -> None:
+    """wait_until for a test running on the event loop: `check` may be a coroutine function."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        done = check()
+        if asyncio.iscoroutine(done):
+            done = await done
+        if done:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"not reached: {what or check}"
+        await asyncio.sleep(0.02)
+
+
+class HeldNotes(NotesProjector):
+    """The notes view, whose folding waits at a gate the test opens.
+
+    A rebuild folds with fold_into (apply is for live batches), so this holds the
+    view in its being-built state for as long as the test needs: `building` says
+    the rebuild has reached the gate.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.building = threading.Event()
+        self.gate = threading.Event()
+
+    def fold_into(self, conn, events, suffix, states):  # type: ignore[no-untyped-def]
+        self.building.set()
+        if not self.gate.wait(60):
+            raise RuntimeError("the test never opened the gate")
+        super().fold_into(conn, events, suffix, states)
+
+
+async def test_a_view_being_built_answers_503_with_retry_after(aiohttp_client, settings):
+    """While the notes view is held mid-build its route answers 503 with Retry-After, the
+    log's routes and /healthz answer meanwhile; once the build ends the note is served.
+
+    (Was in test_api_params_and_scope.py, where the gate sat in apply(), which a rebuild
+    never calls: the 503 depended on the request beating a one-event rebuild.)
+    """
+    append_blocks(settings.data_dir, [make_block(note_id="n1")])
+    held = HeldNotes()
+    client = await aiohttp_client(
+        create_app(settings, [held, CommentsProjector(), MentionsProjector()])
+    )
+    try:
+        await wait_for(held.building.is_set, what="the notes rebuild reached its gate")
+        resp = await client.get("/notes/n1", headers=OPS)
+        body = await resp.json()
+        assert resp.status == 503 and "notes" in body["error"], body
+        assert resp.headers["Retry-After"].isdigit()
+        assert (await client.get("/events", headers=OPS)).status == 200
+        health = await (await client.get("/healthz")).json()
+        assert health["status"] == "ok" and "notes" in health["views_catching_up"], health
+        assert not client.app[RUNNER].is_ready("notes")
+    finally:
+        held.gate.set()
+    await settled(settings)
+    await wait_for(lambda: client.app[RUNNER].is_ready("notes"), what="notes ready")
+    resp = await client.get("/notes/n1", headers=OPS)
+    assert resp.status == 200 and (await resp.json())["note_id"] == "n1"
 
 
 def notestore(*args: str) -> subprocess.CompletedProcess[str]:
@@ -30,12 +113,12 @@ def post_many(url: str, count: int, answers: list[int]) -> None:
         ]
         blocks = [
             make_block(
-                "note_update_data", note_id=note, action_time=1000.0 + i % 50, event_detail=detail
+                "note_update_data", note_id=note, action_time=T0 + i % 50, event_detail=detail
             ),
             make_block(
                 "note_comment_create",
                 comment_id=f"c{i % 23}",
-                action_time=float(i),
+                action_time=T0 + i,
                 event_detail=[{"field_key": "object_id", "add": [note]}],
             ),
         ]
@@ -65,10 +148,9 @@ def test_rebuild_while_posts_keep_arriving(tmp_path):
         )
         assert second.returncode == 0, second.stderr
         assert answers.count(200) == 550
-        deadline = time.monotonic() + 30
-        while any(v["lag"] for v in status(config)["views"]):
-            assert time.monotonic() < deadline, status(config)
-            time.sleep(0.1)
+        wait_until(
+            lambda: not any(v["lag"] for v in status(config)["views"]), what="views caught up"
+        )
     report = status(config)
     assert report["log"]["events"] == 1100
     assert all(v["checkpoint"] == 1100 and v["error"] is None for v in report["views"])
