@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from app.keys import METRICS, READER, SETTINGS
+from eventlog.db import file_sizes
 from eventlog.models import KNOWN_EVENTS
 from eventlog.read import head_seq
 from projections.registry import all_projectors
@@ -123,6 +125,20 @@ class Metrics:
         return child
 
 
+def held_count(conn: sqlite3.Connection) -> int:
+    """Quarantined items still held: what eventlog.replay.held_items lists.
+
+    An item whose replay ended `appended` or `duplicate` is in the log and no longer held;
+    one that was never replayed, or whose replays all still failed, is.
+    """
+    return int(
+        conn.execute(
+            "SELECT count(*) FROM quarantine WHERE id NOT IN (SELECT quarantine_id"
+            " FROM quarantine_replays WHERE outcome IN ('appended', 'duplicate'))"
+        ).fetchone()[0]
+    )
+
+
 class StateCollector(Collector):
     """Log size, free disk, quarantine size, each view's checkpoint and lag: read when scraped."""
 
@@ -131,13 +147,10 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         settings, reader = self.app[SETTINGS], self.app[READER]
-        log_bytes = sum(
-            p.stat().st_size
-            for p in (settings.events_path, settings.events_path.with_name("events.db-wal"))
-            if p.exists()
-        )
+        log_bytes, wal_bytes = file_sizes(settings.events_path)
+        yield GaugeMetricFamily("notestore_log_bytes", "Size of events.db", value=log_bytes)
         yield GaugeMetricFamily(
-            "notestore_log_bytes", "Size of events.db and its WAL", value=log_bytes
+            "notestore_log_wal_bytes", "Size of events.db's WAL (events.db-wal)", value=wal_bytes
         )
         yield GaugeMetricFamily(
             "notestore_disk_free_bytes", "Free space under data_dir",
@@ -147,10 +160,10 @@ class StateCollector(Collector):
         yield GaugeMetricFamily(
             "notestore_log_last_seq", "Position of the newest event", value=head
         )
-        held = reader.log.execute("SELECT count(*) FROM quarantine").fetchone()[0]
         yield GaugeMetricFamily(
-            "notestore_quarantine_items", "Items held in quarantine", value=held
-        )
+            "notestore_quarantine_items", "Items held in quarantine (not replayed into the log)",
+            value=held_count(reader.log),
+        )  # fmt: skip
         checkpoint = GaugeMetricFamily(
             "notestore_view_checkpoint", "Last seq applied", labels=["view"]
         )

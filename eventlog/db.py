@@ -9,6 +9,9 @@ from eventlog.migrations import migrate
 
 LOG_FILE = "events.db"
 BUSY_TIMEOUT_MS = 30_000  # other writers (CLI replay) keep transactions short; wait them out
+# When a checkpoint has reset the WAL, the next commit cuts the file back to this size
+# (without it the -wal file keeps the size of its largest moment for good).
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
 def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
@@ -21,6 +24,7 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     if not readonly:
         conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
     # Acknowledged means durable: fsync the WAL on every commit.
     conn.execute("PRAGMA synchronous = FULL")
     return conn
@@ -33,3 +37,19 @@ def open_log(data_dir: Path | str) -> sqlite3.Connection:
     conn = connect(data_dir / LOG_FILE)
     migrate(conn)
     return conn
+
+
+def wal_path(path: Path | str) -> Path:
+    """The WAL file beside a SQLite database."""
+    return Path(f"{path}-wal")
+
+
+def file_sizes(path: Path | str) -> tuple[int, int]:
+    """Bytes on disk of a SQLite database and of its WAL (0 for a file that is not there)."""
+    sizes = []
+    for p in (Path(path), wal_path(path)):
+        try:
+            sizes.append(p.stat().st_size)
+        except FileNotFoundError:
+            sizes.append(0)
+    return sizes[0], sizes[1]

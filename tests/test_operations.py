@@ -1,0 +1,162 @@
+"""Operations: the log's WAL stays bounded, config and data-dir problems are one line,
+--version, the quarantine gauge."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.config import fingerprint
+from eventlog.append import Delivery, append_deliveries
+from eventlog.canonical import compact_json
+from eventlog.db import JOURNAL_SIZE_LIMIT, LOG_FILE, connect, open_log, wal_path
+from eventlog.intake import Intake, Rejected, read_body
+from eventlog.replay import held_items, replay
+from eventlog.writer import WAL_IDLE_S, Checkpointer, open_log_for_writing
+from tests.helpers import APP_A, make_block, make_body, secret_for, signature, signed_post
+
+THRESHOLD = 256 * 1024  # a small reset size, so the test writes little
+
+
+class Clock:
+    """A clock the test moves by hand: the checkpointer's idle time without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Appender:
+    """Commits real deliveries, each with a few KB of description, and counts them."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.appended = 0
+
+    def commit(self, deliveries: int = 20) -> None:
+        batch = []
+        for _ in range(deliveries):
+            detail = [{"field_key": "description", "add": ["x" * 3000], "change": [], "remove": []}]
+            raw = json.dumps(make_body(make_block(event_detail=detail))).encode()
+            batch.append(
+                Delivery(time.time(), APP_A, fingerprint(secret_for(APP_A)), signature(raw), raw,
+                         read_body(raw, APP_A))
+            )  # fmt: skip
+        append_deliveries(self.conn, batch)
+        self.appended += deliveries
+
+
+def _wal_bytes(data_dir: Path) -> int:
+    path = wal_path(data_dir / LOG_FILE)
+    return path.stat().st_size if path.exists() else 0
+
+
+def test_every_log_connection_limits_the_journal_size(tmp_path):
+    open_log(tmp_path).close()
+    for conn in (open_log_for_writing(tmp_path), connect(tmp_path / LOG_FILE, readonly=True)):
+        assert conn.execute("PRAGMA journal_size_limit").fetchone()[0] == JOURNAL_SIZE_LIMIT
+        conn.close()
+
+
+def test_a_wal_past_the_threshold_is_reset_once_an_old_reader_lets_go_then_emptied_when_idle(
+    tmp_path,
+):
+    writer = open_log_for_writing(tmp_path)
+    # Cut the file to the bare minimum when the WAL starts over, so the reset shows in its
+    # size at test scale (serve's connections cut it to JOURNAL_SIZE_LIMIT).
+    writer.execute("PRAGMA journal_size_limit = 0")
+    clock = Clock()
+    checkpointer = Checkpointer(
+        tmp_path / LOG_FILE, reset_bytes=THRESHOLD, busy_ms=1, clock=clock, start=False
+    )
+    reader = connect(tmp_path / LOG_FILE, readonly=True)
+    log = Appender(writer)
+    try:
+        log.commit()
+        reader.execute("BEGIN")
+        held = reader.execute("SELECT count(*) FROM events").fetchone()[0]  # an old snapshot
+        while _wal_bytes(tmp_path) < 2 * THRESHOLD:
+            log.commit()
+        grown = _wal_bytes(tmp_path)
+
+        # The reader still needs frames of the WAL: it cannot start over, whatever we try.
+        for _ in range(3):
+            assert checkpointer.step() == "reset_deferred"
+            clock.now += 1.0
+        log.commit()
+        assert _wal_bytes(tmp_path) > grown
+        assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == held
+
+        reader.execute("COMMIT")  # the reader lets go
+        assert checkpointer.step() == "reset"
+        log.commit()  # the next commit writes from the WAL's start and cuts the file
+        assert _wal_bytes(tmp_path) < THRESHOLD
+        assert checkpointer.step() == "passive"
+
+        # No commit for WAL_IDLE_S: the file is emptied, and stays so.
+        clock.now += WAL_IDLE_S - 0.1
+        assert checkpointer.step() == "passive" and _wal_bytes(tmp_path) > 0
+        clock.now += 0.2
+        assert checkpointer.step() == "truncated"
+        assert _wal_bytes(tmp_path) == 0
+        assert checkpointer.step() == "idle"
+        log.commit()  # and nothing was lost on the way
+        assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == log.appended
+    finally:
+        reader.close()
+        checkpointer.stop()
+        writer.close()
+
+
+def _hold(data_dir: Path, blocks: list[dict[str, Any]]) -> None:
+    """Quarantine valid blocks as an older, stricter version did (what a fix lets in)."""
+    conn = open_log(data_dir)
+    try:
+        for block in blocks:
+            raw = json.dumps(make_body(block)).encode()
+            rejected = Rejected(
+                "invalid_block", "older rule", compact_json(block), "block", block["message_id"]
+            )
+            intake = Intake(app_id=APP_A, rejected=[rejected])
+            append_deliveries(
+                conn, [Delivery(time.time(), APP_A, fingerprint(secret_for(APP_A)),
+                                signature(raw), raw, intake)],
+            )  # fmt: skip
+    finally:
+        conn.close()
+
+
+async def _gauge(client, name: str) -> float:  # type: ignore[no-untyped-def]
+    resp = await client.get("/metrics")
+    for family in text_string_to_metric_families(await resp.text()):
+        for s in family.samples:
+            if s.name == name:
+                return float(s.value)
+    raise AssertionError(f"{name} not on /metrics")
+
+
+async def test_the_quarantine_gauge_counts_only_items_still_held(client, settings):
+    blocks = [make_block(note_id=f"held-{i}") for i in range(4)]
+    _hold(settings.data_dir, blocks)  # items 1-4
+    assert (await signed_post(client, make_body(blocks[2])))[1]["accepted"] == 1  # 3 is logged
+    assert (await signed_post(client, b"not json"))[1]["quarantined"] == 1  # item 5
+    assert await _gauge(client, "notestore_quarantine_items") == 5
+
+    conn = open_log(settings.data_dir)
+    try:
+        assert replay(conn, held_items(conn, [1, 2])) == {"appended": 2}
+        assert replay(conn, held_items(conn, [3])) == {"duplicate": 1}
+        assert replay(conn, held_items(conn, [5])) == {"still_failing": 1}
+        still_held = [item.id for item in held_items(conn, None)]
+    finally:
+        conn.close()
+    # 4 was never replayed, 5 still fails: held. 1 and 2 are in the log now, and 3 was.
+    assert still_held == [4, 5]
+    assert await _gauge(client, "notestore_quarantine_items") == 2
