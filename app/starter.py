@@ -7,8 +7,9 @@ from pathlib import Path
 
 from app.errors import ConfigError
 
-# The two app ids that appear in Mobio's samples (examples/mobio/).
+# The two app ids that appear in Mobio's samples (examples/mobio/), and their merchant.
 SAMPLE_APPS = ("16453496-6a17-11ed-8a77-6632ed169876", "c71f0b7a-6ecc-11ed-9704-468042e8692e")
+SAMPLE_MERCHANT = "1b99bdcf-d582-4f49-9715-1b61dfff3924"
 
 TEMPLATE = """\
 # notestore configuration. Every key may also be set as NOTESTORE_<KEY>
@@ -19,10 +20,11 @@ host = "127.0.0.1"
 port = 8080
 max_body_bytes = 1048576   # Mobio's bodies are a few KB
 
-[apps]
-# app_id = "secret", or a list of secrets while rotating one.
+# One table per Mobio app: its secrets (several while rotating one) and the merchants it
+# may speak for; a block it signs for any other merchant is quarantined (merchant_not_allowed).
+# ("app_id" = "secret" under [apps] also works, and lets the app speak for any merchant.)
 # These are the app ids of Mobio's samples with freshly generated secrets:
-# replace them with your own app id and secret from Mobio.
+# replace them with your own app id, secret and merchant ids from Mobio.
 {apps}
 
 [tokens]
@@ -37,6 +39,9 @@ def write_starter(path: Path) -> dict[str, str]:
         raise ConfigError(f"{path} already exists; not overwriting it")
     made = {app: secrets.token_urlsafe(24) for app in SAMPLE_APPS}
     token = secrets.token_urlsafe(24)
-    apps = "\n".join(f'"{app}" = "{secret}"' for app, secret in made.items())
+    apps = "\n".join(
+        f'[apps."{app}"]\nsecrets = ["{secret}"]\nmerchants = ["{SAMPLE_MERCHANT}"]\n'
+        for app, secret in made.items()
+    )
     path.write_text(TEMPLATE.format(apps=apps, token=token), encoding="utf-8")
     return {**made, "token": token}

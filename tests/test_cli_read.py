@@ -78,3 +78,29 @@ async def test_cli_errors_are_one_line(seeded):
     ):
         done = notestore(config, *args)
         assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+async def test_merchant_names_which_merchants_note_when_several_hold_the_id(seeded, settings):
+    client, config = seeded
+    theirs = make_body(make_block(note_id="637dfa373e395b0cead72666", merchant_id="merchant-b",
+                                  event_detail=[{"field_key": "description", "add": ["theirs"]}]))  # fmt: skip
+    theirs["merchant_id"] = "merchant-b"
+    await signed_post(client, theirs)
+    await settled(settings)
+    for command in ("note", "history", "comments"):
+        ambiguous = notestore(config, command, "637dfa373e395b0cead72666")
+        assert ambiguous.returncode == 2 and "merchant-b" in ambiguous.stderr, ambiguous.stderr
+        assert len(ambiguous.stderr.strip().splitlines()) == 1 and "--merchant" in ambiguous.stderr
+    for args, path in (
+        (["note", "637dfa373e395b0cead72666"], "/notes/637dfa373e395b0cead72666"),
+        (["note", "637dfa373e395b0cead72666", "--as-of", "1769200000"],
+         "/notes/637dfa373e395b0cead72666?as_of=1769200000"),
+        (["history", "637dfa373e395b0cead72666"], "/notes/637dfa373e395b0cead72666/history"),
+    ):  # fmt: skip
+        done = notestore(config, *args, "--merchant", "merchant-b", "--json")
+        sep = "&" if "?" in path else "?"
+        resp = await client.get(f"{path}{sep}merchant_id=merchant-b", headers=OPS)
+        assert done.returncode == 0 and json.loads(done.stdout) == await resp.json(), done.stderr
+    note = json.loads(notestore(config, "note", "637dfa373e395b0cead72666", "--merchant", "merchant-b",
+                                "--json").stdout)  # fmt: skip
+    assert (note["merchant_id"], note["description"]) == ("merchant-b", "theirs")

@@ -37,7 +37,10 @@ def init(args: argparse.Namespace) -> int:
     for key, value in made.items():
         label = "query token" if key == "token" else f"app {key} secret"
         print(f"  {label}: {value}")
-    print("replace the sample app ids with your own Mobio app id and secret, then: notestore serve")
+    print(
+        "replace the sample app ids with your own Mobio app ids, secrets and merchant ids,"
+        " then: notestore serve"
+    )
     return 0
 
 
@@ -53,6 +56,14 @@ def serve(args: argparse.Namespace) -> int:
     log = structlog.get_logger("notestore")
     if not settings.apps:
         log.warning("no_apps_configured", hint="every delivery will be refused; see notestore init")
+    for app_id, entry in sorted(settings.apps.items()):
+        if entry.merchants is None:
+            log.warning(
+                "app_not_bound_to_merchants",
+                app_id=app_id,
+                hint=f'its secret can speak for any merchant: bind it with [apps."{app_id}"]'
+                " secrets = [...] merchants = [...]",
+            )
     if not settings.tokens:
         log.warning(
             "no_query_tokens_configured",

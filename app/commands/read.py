@@ -63,6 +63,13 @@ def _args(
 
 def _note_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("note_id", metavar="NOTE_ID")
+    p.add_argument(
+        "--merchant", metavar="M", help="the merchant whose note this is, when several hold the id"
+    )
+
+
+def _merchant(args: argparse.Namespace) -> str | None:
+    return None if args.merchant is None else params.entity_id(args.merchant, "--merchant")
 
 
 def _as_of_arg(p: argparse.ArgumentParser) -> None:
@@ -87,9 +94,9 @@ def note(args: argparse.Namespace) -> int:
     at = params.as_of(args.as_of)
     with reader(args, *(() if at is not None else ("notes",))) as r:
         body = (
-            notes.note_as_of(r.log, EVERYTHING, note_id, at)
+            notes.note_as_of(r.log, EVERYTHING, note_id, at, _merchant(args))
             if at is not None
-            else notes.get_note(r.views, EVERYTHING, note_id)
+            else notes.get_note(r.views, EVERYTHING, note_id, _merchant(args))
         )
     return _print(args, body, _show_note)
 
@@ -129,7 +136,7 @@ def _show_history(console: Console, body: dict[str, Any]) -> None:
 def note_history(args: argparse.Namespace) -> int:
     note_id = params.entity_id(args.note_id, "NOTE_ID")
     with reader(args, "comments") as r:
-        body = history.note_history(r.views, r.log, EVERYTHING, note_id)
+        body = history.note_history(r.views, r.log, EVERYTHING, note_id, _merchant(args))
     return _print(args, body, _show_history)
 
 
@@ -156,7 +163,9 @@ def _show_comments(console: Console, body: dict[str, Any]) -> None:
 def comments(args: argparse.Namespace) -> int:
     note_id = params.entity_id(args.note_id, "NOTE_ID")
     with reader(args, "notes", "comments") as r:
-        body = notes.comment_thread(r.views, EVERYTHING, note_id, args.include_deleted)
+        body = notes.comment_thread(
+            r.views, EVERYTHING, note_id, args.include_deleted, _merchant(args)
+        )
     return _print(args, body, _show_comments)
 
 

@@ -36,7 +36,8 @@ def choose_merchant(held_by: Iterable[str], scope: Scope, wanted: str | None, wh
         raise NotFound(f"no {what}")
     if len(visible) > 1:
         raise Ambiguous(
-            f"{what} is held by several merchants: name one with ?merchant_id=",
+            f"{what} is held by several merchants ({', '.join(m or '(none)' for m in visible)}):"
+            " name one with ?merchant_id= (--merchant on the command line)",
             [m or None for m in visible],
         )
     return visible[0]
