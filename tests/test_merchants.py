@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from tests.helpers import (
     settled,
     signed_post,
 )
+from tests.views_kit import append_bodies
 
 THEIRS = "merchant-b"
 NOTE = "637dfa373e395b0cead72666"  # A's note in the samples (created, then updated)
@@ -281,3 +284,31 @@ async def test_blocks_that_could_not_be_read_back_are_quarantined_and_their_neig
     for route in ("/notes/n-fine/history", "/events?limit=1000", "/notes/n-fine?as_of=1669999999"):
         resp = await client.get(route, headers=OPS)
         assert resp.status == 200, route
+
+
+def test_replay_judges_merchants_by_the_config_of_today(tmp_path):
+    """Quarantined as merchant_not_allowed, a block is appended once its app may speak for it."""
+
+    def write_config(merchants: list[str]) -> Path:
+        path = tmp_path / "notestore.toml"
+        path.write_text(f'data_dir = "data"\n[apps."{APP_A}"]\nsecrets = {json.dumps(list(SECRETS[APP_A]))}\n'
+                        f"merchants = {json.dumps(merchants)}\n")  # fmt: skip
+        return path
+
+    def replay(config: Path) -> str:
+        done = subprocess.run([sys.executable, "-m", "app", "quarantine", "replay", "--all", "--config", str(config)],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    settings = settings_in(tmp_path)
+    theirs = make_body(make_block(note_id="n-b", merchant_id=THEIRS))
+    theirs["merchant_id"] = THEIRS
+    mismatch = make_body(make_block(note_id="n-x", merchant_id=THEIRS))  # the envelope names A
+    append_bodies(settings.data_dir, [theirs, mismatch], allowed_merchants={MERCHANT})
+    assert _reasons(settings) == ["merchant_not_allowed", "merchant_mismatch"]
+    assert replay(write_config([MERCHANT])) == "2 still_failing\n"
+    assert replay(write_config([MERCHANT, THEIRS])) == "1 appended, 1 still_failing\n"
+    conn = sqlite3.connect(settings.events_path)
+    assert [r[0] for r in conn.execute("SELECT merchant_id FROM events")] == [THEIRS]
+    conn.close()

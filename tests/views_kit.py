@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,11 @@ from tests.helpers import APP_A, secret_for, signature
 Dump = dict[str, list[tuple[object, ...]]]
 
 
-def append_bodies(data_dir: Path, bodies: Iterable[dict[str, Any]]) -> list[Outcome]:
+def append_bodies(
+    data_dir: Path,
+    bodies: Iterable[dict[str, Any]],
+    allowed_merchants: Collection[str] | None = None,
+) -> list[Outcome]:
     """Append each body as one verified request, each in its own transaction."""
     conn = open_log(data_dir)
     try:
@@ -32,7 +36,9 @@ def append_bodies(data_dir: Path, bodies: Iterable[dict[str, Any]]) -> list[Outc
             app_id = body.get("app_id", APP_A)
             signed = signature(raw, app_id)
             key = fingerprint(secret_for(app_id))
-            delivery = Delivery(time.time(), app_id, key, signed, raw, read_body(raw, app_id))
+            at = time.time()
+            intake = read_body(raw, app_id, at, allowed_merchants)
+            delivery = Delivery(at, app_id, key, signed, raw, intake)
             outcomes += append_deliveries(conn, [delivery])
         return outcomes
     finally:
