@@ -1,16 +1,11 @@
-"""Bad parameters get a 400 naming them; tokens see only their merchants; views being built answer 503."""
+"""Bad parameters get a 400 naming them; tokens see only their merchants."""
 
 from __future__ import annotations
-
-import threading
 
 import pytest
 
 from app.config import Settings
 from app.web import create_app
-from projections.comments import CommentsProjector
-from projections.mentions import MentionsProjector
-from projections.notes import NotesProjector
 from tests.helpers import SECRETS, make_block, make_body, post_samples, settled, signed_post
 from tests.views_kit import append_blocks
 
@@ -144,30 +139,3 @@ async def test_related_notes_page_through(client, settings):
     assert [n["note_id"] for n in second["items"]] == ["n2", "n1", "n0"] and second[
         "next_cursor"
     ] is None
-
-
-class SlowNotes(NotesProjector):
-    gate = threading.Event()
-
-    def apply(self, conn, events, suffix):  # type: ignore[no-untyped-def]
-        self.gate.wait(10)
-        super().apply(conn, events, suffix)
-
-
-async def test_a_view_being_built_answers_503_with_retry_after(aiohttp_client, settings):
-    append_blocks(settings.data_dir, [make_block(note_id="n1")])
-    slow = SlowNotes()
-    client = await aiohttp_client(
-        create_app(settings, [slow, CommentsProjector(), MentionsProjector()])
-    )
-    status, body, headers = await get(client, "/notes/n1")
-    assert status == 503 and "notes" in body["error"] and headers["Retry-After"].isdigit()
-    # views that are ready answer meanwhile, as does the log
-    assert (await get(client, "/events"))[0] == 200
-    slow.gate.set()
-    await settled(settings)
-    for _ in range(100):
-        status, _, _ = await get(client, "/notes/n1")
-        if status == 200:
-            break
-    assert status == 200
