@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import os
+import sqlite3
 import sys
+import tomllib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from app.config import DEFAULT_CONFIG, Settings, load_settings
 from app.errors import NotestoreError
@@ -12,6 +17,11 @@ from app.errors import NotestoreError
 Command = Callable[[argparse.Namespace], int]
 Arguments = Callable[[argparse.ArgumentParser], None]
 COMMANDS: dict[str, tuple[Command, str, Arguments | None]] = {}
+
+# SQLite's primary result codes that say the database file or its folder cannot be used
+# (SQLITE_PERM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB), as opposed to a fault
+# in a statement, which keeps its traceback.
+_FILE_PROBLEMS = {3, 8, 10, 11, 13, 14, 26}
 
 
 def command(
@@ -27,7 +37,16 @@ def command(
 
 
 def settings_of(args: argparse.Namespace, **flags: object) -> Settings:
-    return load_settings(args.config, **flags)
+    settings = load_settings(args.config, **flags)
+    args.settings = settings  # for main(), to say where a data directory problem comes from
+    return settings
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("notestore")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree never installed
+        return "unknown (not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="notestore", description="Mobio note webhooks into an append-only log and views."
     )
+    parser.add_argument("--version", action="version", version=f"notestore {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (fn, help_text, configure) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -50,6 +70,49 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def data_dir_source(settings: Settings) -> str:
+    """Where data_dir came from: its environment variable, the config file, or the default."""
+    env = next((k for k in os.environ if k.upper() == "NOTESTORE_DATA_DIR"), None)
+    if env is not None:
+        return f"environment variable {env}"
+    if settings.config_file is None:
+        return "the default: ./data"
+    try:
+        with settings.config_file.open("rb") as f:
+            named = "data_dir" in tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        named = True
+    if named:
+        return f"config file {settings.config_file}"
+    return f"the default: data beside config file {settings.config_file}"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents or path in folder.parents
+
+
+def storage_problem(exc: OSError | sqlite3.Error, settings: Settings | None) -> str | None:
+    """One line for a data directory (or other file) that cannot be used; None for the rest."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if settings is None or code is None or code & 0xFF not in _FILE_PROBLEMS:
+            return None
+        what, where = str(exc), None
+    else:
+        if exc.filename is None:
+            return None
+        what, where = exc.strerror or str(exc), Path(os.fsdecode(exc.filename))
+        if isinstance(exc, FileExistsError) and not where.is_dir():
+            what = "Not a directory"  # mkdir(exist_ok=True) on a file
+    if settings is not None and (where is None or _inside(where, settings.data_dir)):
+        at = f" ({where})" if where is not None and where != settings.data_dir else ""
+        return (
+            f"data_dir {settings.data_dir} (from {data_dir_source(settings)}) cannot be used: "
+            f"{what}{at}"
+        )
+    return f"{where}: {what}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -61,3 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except (OSError, sqlite3.Error) as exc:
+        problem = storage_problem(exc, getattr(args, "settings", None))
+        if problem is None:
+            raise
+        print(f"notestore {args.command}: {problem}", file=sys.stderr)
+        return 2

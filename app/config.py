@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import math
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from pydantic_settings import (
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from app.errors import ConfigError
@@ -158,42 +161,82 @@ def _config_path(flag: str | os.PathLike[str] | None) -> Path | None:
     return default if default.is_file() else None
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path, named_by: str = "") -> dict[str, Any]:
+    """The file's values; `named_by` says where its name came from when not from --config."""
+    where = f"config file {path}{named_by}"
     try:
         with path.open("rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
+        raise ConfigError(f"{where} not found") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from None
     except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+        raise ConfigError(f"{where} cannot be read: {exc.strerror}") from None
 
 
-def _describe(exc: ValidationError, path: Path | None) -> str:
-    where = f"config file {path}" if path else "configuration"
+def _env_name(field: str) -> str | None:
+    """The environment variable that sets `field`, if one is set (matched as pydantic-settings
+    matches them: without regard to case)."""
+    wanted = f"NOTESTORE_{field}".upper()
+    return next((name for name in os.environ if name.upper() == wanted), None)
+
+
+def _describe(
+    exc: ValidationError, path: Path | None, file_values: dict[str, Any], flags: dict[str, Any]
+) -> str:
+    """The first problem, named by where its value came from: option, variable or file."""
     first = exc.errors(include_url=False)[0]
-    field = ".".join(str(p) for p in first["loc"])
+    loc = [str(p) for p in first["loc"]]
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown setting"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {field}: {msg}{more}"
+    setting = loc[0] if loc else ""
+    env = _env_name(setting) if setting else None
+    if flags.get(setting) is not None:
+        where, loc = f"option --{setting.replace('_', '-')}", loc[1:]
+    elif env is not None:
+        where, loc = f"environment variable {env}", loc[1:]
+    elif path is not None and setting in file_values:
+        where = f"config file {path}"
+    else:
+        where = "configuration"
+    field = f"{'.'.join(loc)}: " if loc else ""
+    return f"{where}: {field}{msg}{more}"
+
+
+def _describe_unparsable(exc: SettingsError) -> str:
+    """pydantic-settings could not decode a variable (NOTESTORE_APPS and _TOKENS take JSON)."""
+    named = re.search(r'field "(\w+)"', str(exc))
+    env = _env_name(named.group(1)) if named else None
+    if env is None:
+        return f"configuration: {exc}"
+    try:
+        json.loads(os.environ[env])
+    except ValueError as bad:
+        return f"environment variable {env} is not valid JSON ({bad}): it takes a JSON object"
+    return f"environment variable {env} cannot be read: it takes a JSON object"
 
 
 def load_settings(config_file: str | os.PathLike[str] | None = None, **flags: Any) -> Settings:
-    """Build the settings; raises ConfigError with one readable line."""
+    """Build the settings; raises ConfigError with one readable line naming its source."""
     path = _config_path(config_file)
-    file_values = _read_toml(path) if path else {}
+    from_env = not config_file and os.environ.get("NOTESTORE_CONFIG")
+    named_by = " (named by NOTESTORE_CONFIG)" if from_env else ""
+    file_values = _read_toml(path, named_by) if path else {}
 
     class _Loaded(Settings):
         pass
 
     _FILE_VALUES[id(_Loaded)] = file_values
+    given = {k: v for k, v in flags.items() if v is not None}
     try:
-        loaded = _Loaded(**{k: v for k, v in flags.items() if v is not None})
+        loaded = _Loaded(**given)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from None
+        raise ConfigError(_describe(exc, path, file_values, given)) from None
+    except SettingsError as exc:
+        raise ConfigError(_describe_unparsable(exc)) from None
     finally:
         _FILE_VALUES.pop(id(_Loaded), None)
     data_dir = loaded.data_dir.expanduser()

@@ -70,3 +70,36 @@ def test_bad_configs_raise_one_readable_line(tmp_path, text, needle):
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "needle"),
+    [
+        ("NOTESTORE_PORT", "abc", "environment variable NOTESTORE_PORT: Input should be a valid"),
+        ("notestore_port", "abc", "environment variable notestore_port: "),
+        ("NOTESTORE_APPS", "x=y", "environment variable NOTESTORE_APPS is not valid JSON"),
+        ("NOTESTORE_APPS", '{"a": ""}', "environment variable NOTESTORE_APPS: app 'a' needs"),
+        ("NOTESTORE_TOKENS", "{", "environment variable NOTESTORE_TOKENS is not valid JSON"),
+    ],
+)
+def test_a_bad_variable_is_named_not_the_file(tmp_path, monkeypatch, variable, value, needle):
+    cfg = write(tmp_path / "n.toml", 'port = 9001\n[apps]\na = "file-secret"\n')
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    message = str(info.value)
+    assert message.startswith(needle) and "\n" not in message
+    assert "config file" not in message
+    assert value not in message  # a variable may hold secrets: its value is never echoed
+
+
+def test_a_bad_option_is_named_as_the_option(tmp_path):
+    cfg = write(tmp_path / "n.toml", "port = 9001\n")
+    with pytest.raises(ConfigError, match=r"^option --port: Input should be less than"):
+        load_settings(cfg, port=70000)
+
+
+def test_a_missing_file_named_by_the_variable_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("NOTESTORE_CONFIG", str(tmp_path / "gone.toml"))
+    with pytest.raises(ConfigError, match=r"gone\.toml \(named by NOTESTORE_CONFIG\) not found"):
+        load_settings()

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import fingerprint
@@ -160,3 +165,83 @@ async def test_the_quarantine_gauge_counts_only_items_still_held(client, setting
     # 4 was never replayed, 5 still fails: held. 1 and 2 are in the log now, and 3 was.
     assert still_held == [4, 5]
     assert await _gauge(client, "notestore_quarantine_items") == 2
+
+
+def _notestore(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The installed `notestore` command, with no NOTESTORE_* variable but `env`."""
+    installed = Path(sys.executable).with_name("notestore")
+    program = [str(installed)] if installed.exists() else [sys.executable, "-m", "app"]
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("NOTESTORE_")}
+    return subprocess.run([*program, *args], cwd=cwd, env={**clean, **env},
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+
+
+def _info_record(line: str) -> bool:
+    try:
+        return bool(json.loads(line).get("level") == "info")
+    except (ValueError, AttributeError):
+        return False
+
+
+BOUND = '[apps."a"]\nsecrets = ["s"]\nmerchants = ["m"]\n[tokens]\nt = ["*"]\n'
+
+
+def _config(folder: Path, data_dir: str | None = None) -> Path:
+    path = folder / "notestore.toml"
+    path.write_text((f"data_dir = {json.dumps(data_dir)}\n" if data_dir else "") + BOUND)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "command", "env", "source"),
+    [
+        # a data_dir under a regular file cannot be made, root or not
+        (
+            "file_under",
+            ["serve", "--port", "0"],
+            {"NOTESTORE_DATA_DIR": "plain/data"},
+            "NOTESTORE_DATA_DIR",
+        ),
+        ("file_under_in_config", ["serve", "--port", "0"], {}, "config file"),
+        ("file_under_in_config", ["quarantine", "replay", "--all"], {}, "config file"),
+        # a data_dir that is a file
+        ("file", ["serve", "--port", "0"], {"NOTESTORE_DATA_DIR": "plain"}, "NOTESTORE_DATA_DIR"),
+        # the log cannot be opened (what an unwritable folder gives a user who is not root)
+        ("log_is_a_folder", ["quarantine", "replay", "--all"], {}, "config file"),
+        ("log_is_a_folder", ["serve", "--port", "0"], {}, "config file"),
+        ("good", ["status"], {"NOTESTORE_APPS": "x=y"}, "NOTESTORE_APPS"),
+        ("good", ["status"], {"NOTESTORE_TOKENS": "[1, 2"}, "NOTESTORE_TOKENS"),
+        ("good", ["serve"], {"NOTESTORE_PORT": "abc"}, "NOTESTORE_PORT"),
+        ("good", ["status"], {"NOTESTORE_WORKERS": "0"}, "NOTESTORE_WORKERS"),
+        ("good", ["status"], {"NOTESTORE_CONFIG": "missing.toml"}, "NOTESTORE_CONFIG"),
+        ("bad_port_in_file", ["status"], {}, "config file"),
+    ],
+)
+def test_a_config_or_data_dir_problem_is_one_line_naming_its_source(
+    tmp_path, case, command, env, source
+):
+    (tmp_path / "plain").write_text("a regular file\n")
+    data_dir = {"file_under_in_config": "plain/data", "log_is_a_folder": "store"}.get(case)
+    config = _config(tmp_path, data_dir)
+    if case == "log_is_a_folder":
+        (tmp_path / "store" / LOG_FILE).mkdir(parents=True)
+    if case == "bad_port_in_file":
+        config.write_text('port = "abc"\n' + BOUND)
+    args = [*command] if "NOTESTORE_CONFIG" in env else [*command, "--config", str(config)]
+    done = _notestore(tmp_path, *args, **env)
+    assert done.returncode == 2, done
+    assert "Traceback" not in done.stderr + done.stdout
+    # serve may log that it is starting (an info record) before it opens the log
+    lines = [line for line in done.stderr.strip().splitlines() if not _info_record(line)]
+    assert len(lines) == 1 and lines[0].startswith(f"notestore {command[0]}: "), done.stderr
+    assert source in lines[0]
+    if source.startswith("config file"):
+        assert str(config) in lines[0]
+    elif source != "NOTESTORE_CONFIG":  # a variable's problem is never blamed on the file
+        assert "config file" not in lines[0]
+
+
+def test_version_comes_from_the_package_metadata(tmp_path):
+    done = _notestore(tmp_path, "--version")
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"notestore {importlib.metadata.version('notestore')}"
