@@ -38,6 +38,7 @@ WAL_RESET_BYTES = 64 * 1024 * 1024
 # gives up and tries again a little later.
 WAL_RESET_BUSY_MS = 20
 WAL_RESET_RETRY_S = 0.1
+WAL_RESET_WARN_S = 10.0  # a reset refused for this long is logged (and again as often)
 # No commit seen for this long: empty the -wal file. A round sees the last commit within a
 # second, and the one that truncates comes at most a second late: within 4 s of it.
 WAL_IDLE_S = 2.0
@@ -204,7 +205,8 @@ class Checkpointer:
         self._frame_bytes = int(self._conn.execute("PRAGMA page_size").fetchone()[0]) + 24
         self._frames = -1  # frames in the WAL at the last step, to tell when commits stop
         self._changed_at = clock()
-        self._deferred = 0  # resets in a row that readers did not let through
+        self._deferred_since: float | None = None  # since when readers refuse the reset
+        self._warned_at = 0.0
         self._attempted_at = -math.inf  # when RESTART was last tried
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -263,16 +265,20 @@ class Checkpointer:
         self._attempted_at = now
         busy, _, _ = self._checkpoint("RESTART")
         if busy:
-            self._deferred += 1
-            if self._deferred % 50 == 1:  # say so at once, then every 50 attempts while it lasts
+            # One refusal is ordinary (a reader was mid-statement); say so when it lasts.
+            if self._deferred_since is None:
+                self._deferred_since = self._warned_at = now
+            elif now - self._warned_at >= WAL_RESET_WARN_S:
+                self._warned_at = now
                 log.warning(
                     "wal_reset_deferred", wal_bytes=frames * self._frame_bytes,
-                    attempts=self._deferred, hint="a reader holds an old snapshot of the log",
+                    seconds=round(now - self._deferred_since),
+                    hint="a reader has held an old snapshot of the log all this time",
                 )  # fmt: skip
             return "reset_deferred"
-        if self._deferred >= 50:
-            log.info("wal_reset_done", attempts=self._deferred)
-        self._deferred = 0
+        if self._deferred_since is not None and self._warned_at > self._deferred_since:
+            log.info("wal_reset_done", seconds=round(now - self._deferred_since))
+        self._deferred_since = None
         self._frames = 0
         return "reset"
 

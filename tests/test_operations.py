@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import fingerprint
@@ -22,7 +23,7 @@ from eventlog.canonical import compact_json
 from eventlog.db import JOURNAL_SIZE_LIMIT, LOG_FILE, connect, open_log, wal_path
 from eventlog.intake import Intake, Rejected, read_body
 from eventlog.replay import held_items, replay
-from eventlog.writer import WAL_IDLE_S, Checkpointer, open_log_for_writing
+from eventlog.writer import WAL_IDLE_S, WAL_RESET_WARN_S, Checkpointer, open_log_for_writing
 from tests.helpers import APP_A, make_block, make_body, secret_for, signature, signed_post
 
 THRESHOLD = 256 * 1024  # a small reset size, so the test writes little
@@ -91,16 +92,24 @@ def test_a_wal_past_the_threshold_is_reset_once_an_old_reader_lets_go_then_empti
             log.commit()
         grown = _wal_bytes(tmp_path)
 
-        # The reader still needs frames of the WAL: it cannot start over, whatever we try.
-        for _ in range(3):
+        # The reader still needs frames of the WAL: it cannot start over, whatever we try;
+        # a refusal that lasts is logged.
+        with structlog.testing.capture_logs() as logged:
+            for _ in range(3):
+                assert checkpointer.step() == "reset_deferred"
+                clock.now += 1.0
+            assert not logged
+            clock.now += WAL_RESET_WARN_S
             assert checkpointer.step() == "reset_deferred"
-            clock.now += 1.0
+        assert [e["event"] for e in logged] == ["wal_reset_deferred"]
         log.commit()
         assert _wal_bytes(tmp_path) > grown
         assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == held
 
         reader.execute("COMMIT")  # the reader lets go
-        assert checkpointer.step() == "reset"
+        with structlog.testing.capture_logs() as logged:
+            assert checkpointer.step() == "reset"
+        assert [e["event"] for e in logged] == ["wal_reset_done"]
         log.commit()  # the next commit writes from the WAL's start and cuts the file
         assert _wal_bytes(tmp_path) < THRESHOLD
         assert checkpointer.step() == "passive"
