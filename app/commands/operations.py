@@ -130,7 +130,9 @@ def quarantine(args: argparse.Namespace) -> int:
         )
     conn = open_log(settings.data_dir)
     try:
-        counts = replay(conn, held_items(conn, None if args.all else args.ids), settings.merchants_of)
+        counts = replay(
+            conn, held_items(conn, None if args.all else args.ids), settings.merchants_of
+        )
     finally:
         conn.close()
     print(
