@@ -23,6 +23,7 @@ EARLIEST_ACTION_TIME = 946_684_800.0  # 2000-01-01T00:00Z
 MAX_AHEAD_S = 86_400.0  # an action_time over a day after receipt is a clock error, not an event
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ACCOUNT_FIELDS = frozenset({"mentions", "mention", "account_mentions"})
+_CONTAINERS = (dict, list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,18 +167,16 @@ def _usable_id(value: Any) -> bool:
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
     """True when lists and objects nest deeper than `limit` (the block itself is level 1).
 
-    Iterative, so a hostile value cannot exhaust the stack while it is measured.
+    Recursion goes `limit` levels down at most, however deep a hostile value is.
     """
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        if isinstance(item, list):
-            if depth > limit:
-                return True
-            pending.extend((child, depth + 1) for child in item)
-    return False
+    kind = type(value)
+    if kind is dict:
+        value = value.values()
+    elif kind is not list:
+        return False
+    if limit == 0:
+        return True
+    return any(type(child) in _CONTAINERS and too_deep(child, limit - 1) for child in value)
 
 
 def _bad_ids(raw_block: dict[str, Any]) -> str | None:
@@ -199,13 +198,19 @@ def _bad_ids(raw_block: dict[str, Any]) -> str | None:
     return None
 
 
-def _holds_control(value: Any) -> bool:
-    if isinstance(value, str):
+def _holds_control(item: dict[str, Any]) -> bool:
+    """Whether a diff item's values (where account ids are) hold a control character."""
+    return any(_control_in(item.get(key)) for key in ("add", "change", "remove"))
+
+
+def _control_in(value: Any) -> bool:
+    kind = type(value)
+    if kind is str:
         return _CONTROL.search(value) is not None
-    if isinstance(value, dict):
-        return any(_holds_control(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_holds_control(v) for v in value)
+    if kind is list:
+        return any(_control_in(v) for v in value)
+    if kind is dict:
+        return any(_control_in(v) for v in value.values())
     return False
 
 

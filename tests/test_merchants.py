@@ -312,3 +312,17 @@ def test_replay_judges_merchants_by_the_config_of_today(tmp_path):
     conn = sqlite3.connect(settings.events_path)
     assert [r[0] for r in conn.execute("SELECT merchant_id FROM events")] == [THEIRS]
     conn.close()
+
+
+def test_the_depth_limit_is_64_levels_counting_the_block_itself():
+    from eventlog.intake import MAX_DEPTH, too_deep
+
+    def nest(levels: int) -> Any:
+        value: Any = "leaf"
+        for i in range(levels):
+            value = [value] if i % 2 else {"k": value}
+        return value
+
+    assert MAX_DEPTH == 64
+    assert not too_deep(nest(64)) and too_deep(nest(65))
+    assert not too_deep("scalar") and not too_deep([]) and too_deep(nest(1), limit=0)
