@@ -11,7 +11,12 @@ from aiohttp import web
 from app import api, metrics, openapi, receiver
 from app.config import Settings
 from app.keys import METRICS, RUNNER, SETTINGS, WRITER
-from app.middleware import errors_as_json
+from app.middleware import (
+    PROTOCOL_LOG,
+    RETRY_AFTER_S,
+    errors_as_json,
+    install_parser_error_handler,
+)
 from app.views_monitor import ProcessMonitor, ViewsWatch
 from eventlog.db import LOG_FILE, open_log
 from eventlog.writer import GroupCommitWriter
@@ -30,7 +35,11 @@ async def healthz(request: web.Request) -> web.Response:
     if not os.access(data_dir, os.W_OK) or not os.access(data_dir / LOG_FILE, os.W_OK):
         down.append(f"the log in {data_dir} is not writable")
     if down:
-        return web.json_response({"status": "unavailable", "reasons": down}, status=503)
+        return web.json_response(
+            {"status": "unavailable", "reasons": down},
+            status=503,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
     reasons = [
         f"projector {name} is stuck: {error}" for name, error in sorted(runner.errors.items())
     ]
@@ -51,7 +60,12 @@ def create_app(
     of `notestore serve` (app.supervisor) it is given the socket of the log's writer
     process, and the supervisor runs the projector process and the migrations.
     """
-    app = web.Application(middlewares=[errors_as_json], client_max_size=settings.max_body_bytes)
+    install_parser_error_handler()  # for whichever runner serves it: tests', serve's workers
+    app = web.Application(
+        middlewares=[errors_as_json],
+        client_max_size=settings.max_body_bytes,
+        handler_args={"logger": PROTOCOL_LOG},
+    )
     app[SETTINGS] = settings
 
     async def log_and_views(app: web.Application) -> AsyncIterator[None]:

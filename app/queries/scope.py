@@ -38,7 +38,10 @@ def scope_for(settings: Settings, authorization: str | None) -> Scope:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send Authorization: Bearer <token>")
-    given = token.strip().encode()
+    try:
+        given = token.strip().encode()
+    except UnicodeEncodeError:  # bytes that are not UTF-8 (aiohttp keeps them as lone
+        raise Unauthorized("unknown token") from None  # surrogates): no token holds them
     found = None
     for known, merchants in settings.tokens.items():
         if hmac.compare_digest(given, known.encode()) and found is None:
