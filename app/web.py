@@ -64,7 +64,8 @@ def create_app(
     app = web.Application(
         middlewares=[errors_as_json],
         client_max_size=settings.max_body_bytes,
-        handler_args={"logger": PROTOCOL_LOG},
+        # the signature covers the bytes as received (spec/webhooks.md): never decompressed
+        handler_args={"logger": PROTOCOL_LOG, "auto_decompress": False},
     )
     app[SETTINGS] = settings
 

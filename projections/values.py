@@ -47,7 +47,10 @@ def parse_iso(text: str) -> float | None:
         return None
     if sign:
         offset = timedelta(hours=int(off_h), minutes=int(off_m))
-        moment = moment - offset if sign == "+" else moment + offset
+        try:
+            moment = moment - offset if sign == "+" else moment + offset
+        except OverflowError:  # 0001-01-01T00:00+01:00 is before datetime's first moment
+            return None
     delta = moment - _EPOCH
     return delta.days * 86400 + delta.seconds + delta.microseconds / 1e6
 

@@ -139,3 +139,9 @@ async def test_related_notes_page_through(client, settings):
     assert [n["note_id"] for n in second["items"]] == ["n2", "n1", "n0"] and second[
         "next_cursor"
     ] is None
+
+
+async def test_an_as_of_beyond_datetimes_range_is_a_400(client):
+    for value in ("0001-01-01T00:00%2B01:00", "9999-12-31T23:59-01:00"):
+        status, body, _ = await get(client, f"/notes/n?as_of={value}")
+        assert status == 400 and "as_of" in body["error"], value

@@ -185,3 +185,10 @@ def test_a_stored_and_reloaded_state_renders_the_same_document():
     reloaded = EntityState.from_json("n1", json.loads(state_text(state)))
     assert json.dumps(note_document(reloaded)) == json.dumps(note_document(state))
     assert state_text(reloaded) == state_text(state)
+
+
+def test_iso_times_beyond_datetimes_range_are_not_times():
+    # an offset that moves the first or last moment datetime holds out of its range
+    assert to_epoch("0001-01-01T00:00+01:00") is None
+    assert to_epoch("9999-12-31T23:59-01:00") is None
+    assert to_epoch("0001-01-01T01:00+01:00") == -62135596800.0
