@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import time
 from pathlib import Path
 
@@ -44,7 +43,7 @@ def restore(source: Path, data_dir: Path) -> Path | None:
     kept = None
     if live.exists():
         # fold the live WAL in first, so the file set aside is complete on its own
-        conn = sqlite3.connect(live)
+        conn = connect(live)  # synchronous = FULL, as every connection to the log
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
         kept = data_dir / f"{LOG_FILE}.replaced-{time.strftime('%Y%m%dT%H%M%S')}"
