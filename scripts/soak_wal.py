@@ -197,14 +197,15 @@ class Sampler:
 
 def show(samples: list[Sample]) -> None:
     roles = sorted({r for s in samples for r in s.rss}, key=lambda r: (r != "supervisor", r))
+    widths = [max(12, len(r) + 2) for r in roles]
     head = f"{'t (s)':>7} {'phase':<5}" + "".join(f"{n:>14}" for n in FILES)
-    print(head + "".join(f"{r:>12}" for r in roles))
-    print(
-        " " * 14 + "".join(f"{'MB':>14}" for _ in FILES) + "".join(f"{'RSS MB':>12}" for _ in roles)
-    )
+    print(head + "".join(f"{r:>{w}}" for r, w in zip(roles, widths, strict=True)))
+    units = "".join(f"{'MB':>14}" for _ in FILES) + "".join(f"{'RSS MB':>{w}}" for w in widths)
+    print(" " * 13 + units)
     for s in samples:
         row = f"{s.at:7.0f} {s.phase:<5}" + "".join(f"{s.files[n] / MB:14.1f}" for n in FILES)
-        print(row + "".join(f"{s.rss.get(r, 0) / MB:12.1f}" for r in roles))
+        rss = [f"{s.rss.get(r, 0) / MB:{w}.1f}" for r, w in zip(roles, widths, strict=True)]
+        print(row + "".join(rss))
 
 
 def checks(
