@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import json
 import sqlite3
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +134,24 @@ async def post_samples(client: TestClient) -> None:  # type: ignore[type-arg]
         raw = path.read_bytes()
         status, _ = await signed_post(client, raw, json.loads(raw)["app_id"])
         assert status == 200
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> None:
+    """Poll `check` until it is true; fail (never hang) once the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not reached in {timeout} s: {what or check}"
+        time.sleep(0.05)
+
+
+async def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "") -> None:
+    """wait_until for a test running on the event loop: `check` may be a coroutine function."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        done = check()
+        if asyncio.iscoroutine(done):
+            done = await done
+        if done:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"not reached: {what or check}"
+        await asyncio.sleep(0.02)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,7 +12,7 @@ from projections.base import Projector
 from projections.comments import CommentsProjector
 from projections.mentions import MentionsProjector
 from projections.notes import NotesProjector
-from tests.helpers import make_block, make_body, sample, settled, signed_post
+from tests.helpers import make_block, make_body, sample, settled, signed_post, wait_for
 from tests.views_kit import append_blocks
 
 
@@ -95,13 +94,6 @@ class HeldComments(Held, CommentsProjector):
 
 class HeldMentions(Held, MentionsProjector):
     pass
-
-
-async def wait_for(check, timeout: float = 15.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, f"not reached: {what or check}"
-        await asyncio.sleep(0.02)
 
 
 async def test_view_lag_shows_events_not_yet_applied(aiohttp_client, settings):

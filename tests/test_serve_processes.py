@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,14 @@ from app.lock import projectors_running, serve_running
 from app.signing import SIGNATURE_HEADER
 from app.web import create_app
 from eventlog.db import open_log
-from tests.helpers import SECRETS, make_block, make_body, signature, signed_post
+from tests.helpers import (
+    SECRETS,
+    make_block,
+    make_body,
+    signature,
+    signed_post,
+    wait_until,
+)
 from tests.server import Server, write_config
 from tests.test_concurrency_and_kill import _fire, logged_message_ids
 
@@ -44,13 +50,6 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-
-
-def wait_until(check: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def healthz_ok(server: Server) -> bool:

@@ -3,14 +3,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
-from typing import Any
 
 from app.keys import RUNNER
 from app.send import post_signed
@@ -19,7 +15,7 @@ from projections.comments import CommentsProjector
 from projections.mentions import MentionsProjector
 from projections.notes import NotesProjector
 from projections.registry import all_projectors
-from tests.helpers import SECRETS, make_block, make_body, settled, signature
+from tests.helpers import SECRETS, make_block, make_body, settled, signature, wait_for, wait_until
 from tests.server import Server, write_config
 from tests.views_kit import Views, append_blocks, fold_from_scratch
 
@@ -27,25 +23,6 @@ OPS = {"Authorization": "Bearer ops-token"}
 T0 = 1669200000.0  # a plausible action_time (intake quarantines times before 2000)
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> None:
-    """Poll `check` until it is true; fail (never hang) once the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"not reached in {timeout} s: {what or check}"
-        time.sleep(0.05)
-
-
-async def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "") -> None:
-    """wait_until for a test running on the event loop: `check` may be a coroutine function."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        done = check()
-        if asyncio.iscoroutine(done):
-            done = await done
-        if done:
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"not reached: {what or check}"
-        await asyncio.sleep(0.02)
 
 
 class HeldNotes(NotesProjector):

@@ -12,7 +12,7 @@ from projections.comments import CommentsProjector
 from projections.notes import NotesProjector
 from projections.runner import Runner
 from projections.store import last_error, live_row, open_views
-from tests.helpers import make_block, make_body, signed_post
+from tests.helpers import make_block, make_body, signed_post, wait_for
 from tests.views_kit import Views, append_blocks, fold_from_scratch
 
 
@@ -33,19 +33,6 @@ T0 = 1669200000.0  # a plausible action_time (intake quarantines times before 20
 
 class NotesV2(NotesProjector):
     version = NotesProjector.version + 1
-
-
-async def wait_for(condition, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    """Poll `condition` (a function, or a coroutine function) until it is true, or fail."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        done = condition()
-        if asyncio.iscoroutine(done):
-            done = await done
-        if done:
-            return
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 def checkpoint(data_dir: Path, name: str) -> int | None:
