@@ -254,3 +254,22 @@ def test_version_comes_from_the_package_metadata(tmp_path):
     done = _notestore(tmp_path, "--version")
     assert done.returncode == 0
     assert done.stdout.strip() == f"notestore {importlib.metadata.version('notestore')}"
+
+
+def test_status_shows_the_log_its_wal_and_the_views_apart(tmp_path):
+    data = tmp_path / "data"
+    config = _config(tmp_path, "data")
+    writer = open_log_for_writing(data)  # held open, so the WAL is there while status looks
+    try:
+        Appender(writer).commit()
+        log_bytes, wal_bytes = (data / LOG_FILE).stat().st_size, _wal_bytes(data)
+        assert wal_bytes > 0
+        done = _notestore(tmp_path, "status", "--json", "--config", str(config))
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert (report["log"]["bytes"], report["log"]["wal_bytes"]) == (log_bytes, wal_bytes)
+        assert report["views_file"]["bytes"] > 0 and "wal_bytes" in report["views_file"]
+        text = _notestore(tmp_path, "status", "--config", str(config), COLUMNS="200").stdout
+        assert "its WAL (events.db-wal)" in text and "views.db:" in text
+    finally:
+        writer.close()

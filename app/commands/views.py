@@ -14,17 +14,12 @@ from rich.table import Table
 
 from app.cli import command, settings_of
 from app.errors import ConfigError, NotestoreError
-from eventlog.db import LOG_FILE, connect, open_log
+from eventlog.db import LOG_FILE, connect, file_sizes, open_log
 from eventlog.read import log_counts
 from projections.rebuild import rebuild_all
 from projections.registry import all_projectors, projectors_named
 from projections.status import all_status
-from projections.store import open_views
-
-
-def _disk_bytes(path: Path) -> int:
-    """The database and its WAL: what the log takes on disk."""
-    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+from projections.store import VIEWS_FILE, open_views
 
 
 def open_existing_log(data_dir: Path) -> sqlite3.Connection:
@@ -39,9 +34,12 @@ def gather_status(data_dir: Path) -> dict[str, Any]:
     views = open_views(data_dir)
     try:
         counts = log_counts(log)
+        log_bytes, log_wal = file_sizes(data_dir / LOG_FILE)
+        views_bytes, views_wal = file_sizes(data_dir / VIEWS_FILE)
         return {
             "data_dir": str(data_dir),
-            "log": {**counts, "bytes": _disk_bytes(data_dir / LOG_FILE)},
+            "log": {**counts, "bytes": log_bytes, "wal_bytes": log_wal},
+            "views_file": {"bytes": views_bytes, "wal_bytes": views_wal},
             "views": all_status(views, log, all_projectors()),
         }
     finally:
@@ -66,7 +64,13 @@ def status(args: argparse.Namespace) -> int:
     console.print(
         f"[bold]log[/bold] {report['data_dir']}/events.db: {log['events']} events, "
         f"{log['requests']} requests, {log['quarantined']} quarantined, "
-        f"last seq {log['last_seq']}, {log['bytes'] / 1e6:.1f} MB"
+        f"last seq {log['last_seq']}; {log['bytes'] / 1e6:.1f} MB, "
+        f"its WAL (events.db-wal) {log['wal_bytes'] / 1e6:.1f} MB"
+    )
+    views_file = report["views_file"]
+    console.print(
+        f"[bold]views[/bold] {report['data_dir']}/views.db: {views_file['bytes'] / 1e6:.1f} MB, "
+        f"its WAL {views_file['wal_bytes'] / 1e6:.1f} MB"
     )
     table = Table("view", "version", "checkpoint", "lag", "state")
     for v in report["views"]:
