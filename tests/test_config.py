@@ -103,3 +103,17 @@ def test_a_missing_file_named_by_the_variable_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("NOTESTORE_CONFIG", str(tmp_path / "gone.toml"))
     with pytest.raises(ConfigError, match=r"gone\.toml \(named by NOTESTORE_CONFIG\) not found"):
         load_settings()
+
+
+def test_the_readmes_example_config_loads(tmp_path):
+    """The README's example is a config notestore takes, bound and unbound apps alike."""
+    import re
+
+    from tests.helpers import ROOT
+
+    block = re.search(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert block is not None
+    s = load_settings(write(tmp_path / "n.toml", block.group(1)))
+    assert s.merchants_of("16453496-6a17-11ed-8a77-6632ed169876") == {"1b99bdcf-d582-4f49-9715-1b61dfff3924"}
+    assert s.merchants_of("c71f0b7a-6ecc-11ed-9704-468042e8692e") is None
+    assert s.apps["16453496-6a17-11ed-8a77-6632ed169876"].secrets == ("old-secret", "new-secret")
