@@ -51,6 +51,15 @@ def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     return count
 
 
+def _must_encode(text: str, what: str) -> None:
+    """Secrets and tokens are hashed and compared as UTF-8: a lone surrogate (only an
+    environment variable's JSON can carry one) would fail every request later."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not valid Unicode text (a lone surrogate)") from None
+
+
 class AppConfig(BaseModel):
     """One Mobio app: its secrets (several while rotating) and, if bound, its merchants."""
 
@@ -73,6 +82,9 @@ class AppConfig(BaseModel):
             or not all(isinstance(s, str) and s for s in listed)
         ):
             raise ValueError(f"app {app_id!r} needs a secret (a non-empty string or list of them)")
+        _must_encode(app_id, "an app id")
+        for secret in listed:
+            _must_encode(secret, f"a secret of app {app_id!r}")
         merchants = table.get("merchants")
         if merchants is not None and (
             not isinstance(merchants, list | tuple)
@@ -108,6 +120,8 @@ class Settings(BaseSettings):
     @classmethod
     def _merchants_as_tuples(cls, value: Any) -> Any:
         if isinstance(value, dict):
+            for token in value:
+                _must_encode(token, "a token")
             return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
         return value
 

@@ -220,6 +220,9 @@ def _config(folder: Path, data_dir: str | None = None) -> Path:
         ("log_is_a_folder", ["serve", "--port", "0"], {}, "config file"),
         ("good", ["status"], {"NOTESTORE_APPS": "x=y"}, "NOTESTORE_APPS"),
         ("good", ["status"], {"NOTESTORE_TOKENS": "[1, 2"}, "NOTESTORE_TOKENS"),
+        # a lone surrogate would fail every request later (hashing, comparing): refused now
+        ("good", ["status"], {"NOTESTORE_TOKENS": '{"\\udcff": ["*"]}'}, "NOTESTORE_TOKENS"),
+        ("good", ["status"], {"NOTESTORE_APPS": '{"app": "s\\udcff"}'}, "NOTESTORE_APPS"),
         ("good", ["serve"], {"NOTESTORE_PORT": "abc"}, "NOTESTORE_PORT"),
         ("good", ["status"], {"NOTESTORE_WORKERS": "0"}, "NOTESTORE_WORKERS"),
         ("good", ["status"], {"NOTESTORE_CONFIG": "missing.toml"}, "NOTESTORE_CONFIG"),
