@@ -92,6 +92,8 @@ class AppConfig(BaseModel):
             or not all(isinstance(m, str) and m for m in merchants)
         ):
             raise ValueError(f"app {app_id!r}: merchants must be a non-empty list of merchant ids")
+        for merchant in merchants or ():
+            _must_encode(merchant, f"a merchant id of app {app_id!r}")
         return {**table, "secrets": tuple(listed)}
 
 
@@ -120,8 +122,11 @@ class Settings(BaseSettings):
     @classmethod
     def _merchants_as_tuples(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            for token in value:
+            for token, merchants in value.items():
                 _must_encode(token, "a token")
+                for merchant in merchants if isinstance(merchants, list | tuple) else ():
+                    if isinstance(merchant, str):
+                        _must_encode(merchant, "a token's merchant id")
             return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
         return value
 

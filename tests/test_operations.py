@@ -223,6 +223,7 @@ def _config(folder: Path, data_dir: str | None = None) -> Path:
         # a lone surrogate would fail every request later (hashing, comparing): refused now
         ("good", ["status"], {"NOTESTORE_TOKENS": '{"\\udcff": ["*"]}'}, "NOTESTORE_TOKENS"),
         ("good", ["status"], {"NOTESTORE_APPS": '{"app": "s\\udcff"}'}, "NOTESTORE_APPS"),
+        ("good", ["status"], {"NOTESTORE_TOKENS": '{"t": ["m\\udcff"]}'}, "NOTESTORE_TOKENS"),
         ("good", ["serve"], {"NOTESTORE_PORT": "abc"}, "NOTESTORE_PORT"),
         ("good", ["status"], {"NOTESTORE_WORKERS": "0"}, "NOTESTORE_WORKERS"),
         ("good", ["status"], {"NOTESTORE_CONFIG": "missing.toml"}, "NOTESTORE_CONFIG"),
