@@ -79,22 +79,26 @@ def iter_from(
         after_seq = events[-1].seq
 
 
+IDS_PER_QUERY = 500  # far below SQLite's limit on bound variables, whatever the build
+
+
 def read_by_entity(conn: sqlite3.Connection, entity_ids: Iterable[str]) -> list[LogEvent]:
     """Every event whose entity is one of `entity_ids`, or whose data_event names it as note_id."""
     ids = list(dict.fromkeys(entity_ids))
-    if not ids:
-        return []
-    marks = ", ".join("?" * len(ids))
-    # The seqs come from the two indexes alone and are deduplicated as integers; only then
-    # are the rows read, in seq order. (A UNION of whole rows sorted and compared every
-    # column, blocks included.)
-    rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM events WHERE seq IN ("
-        f"SELECT seq FROM events WHERE entity_id IN ({marks})"
-        f" UNION ALL SELECT seq FROM events WHERE note_id IN ({marks})) ORDER BY seq",
-        (*ids, *ids),
-    )
-    return _events(rows)
+    found: dict[int, LogEvent] = {}
+    for start in range(0, len(ids), IDS_PER_QUERY):
+        chunk = ids[start : start + IDS_PER_QUERY]
+        marks = ", ".join("?" * len(chunk))
+        # The seqs come from the two indexes alone and are deduplicated as integers; only then
+        # are the rows read. (A UNION of whole rows sorted and compared every column.)
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE seq IN ("
+            f"SELECT seq FROM events WHERE entity_id IN ({marks})"
+            f" UNION ALL SELECT seq FROM events WHERE note_id IN ({marks}))",
+            (*chunk, *chunk),
+        )
+        found.update((event.seq, event) for event in _events(rows))
+    return [found[seq] for seq in sorted(found)]
 
 
 def head_seq(conn: sqlite3.Connection) -> int:

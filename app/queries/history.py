@@ -49,27 +49,47 @@ def note_history(
     note_id: str,
     merchant: str | None = None,
 ) -> dict[str, Any]:
-    """Every event about one merchant's note and that merchant's comments on it, by stamp."""
-    comments = set(
-        views.execute("SELECT merchant_id, comment_id FROM comments WHERE note_id = ?", (note_id,))
-    )
-    about = [
-        e
-        for e in read_by_entity(log, [note_id, *(c for _, c in comments)])
-        if _about(e, note_id, comments)
+    """Every event about one merchant's note and that merchant's comments on it, by stamp.
+
+    The merchant is chosen first, from who holds the id, so that nothing another merchant
+    sends (comments on this note id, say) is ever read to answer this one.
+    """
+    held_by = [
+        row[0]
+        for row in views.execute(
+            "SELECT DISTINCT merchant_id FROM comments WHERE note_id = ?", (note_id,)
+        )
     ]
-    held_by = {merchant_key(e.merchant_id) for e in about}
+    held_by += [
+        merchant_key(row[0])
+        for row in log.execute(
+            "SELECT DISTINCT merchant_id FROM events"
+            " WHERE (entity = 'note' AND entity_id = ?) OR (entity IS NULL AND note_id = ?)",
+            (note_id, note_id),
+        )
+    ]
     chosen = choose_merchant(held_by, scope, merchant, f"history for note {note_id}")
+    comments = {
+        row[0]
+        for row in views.execute(
+            "SELECT comment_id FROM comments WHERE merchant_id = ? AND note_id = ?",
+            (chosen, note_id),
+        )
+    }
     events = sorted(
-        (e for e in about if merchant_key(e.merchant_id) == chosen), key=lambda e: e.stamp
+        (
+            e
+            for e in read_by_entity(log, [note_id, *comments])
+            if merchant_key(e.merchant_id) == chosen and _about(e, note_id, comments)
+        ),
+        key=lambda e: e.stamp,
     )
     return {"note_id": note_id, "events": [history_item(e) for e in events]}
 
 
-def _about(event: LogEvent, note_id: str, comments: set[tuple[str, str]]) -> bool:
+def _about(event: LogEvent, note_id: str, comments: set[str]) -> bool:
     if event.entity == "comment":
-        # a comment of the event's own merchant whose current note_id is the note
-        return (merchant_key(event.merchant_id), event.entity_id) in comments
+        return event.entity_id in comments  # (of the chosen merchant) now on the note
     # note events by their id, and events of unknown types whose note_id names the note
     return event.entity_id == note_id or (event.entity is None and event.note_id == note_id)
 
