@@ -155,9 +155,10 @@ class Settings(BaseSettings):
         return [(app, s) for app, entry in self.apps.items() for s in entry.secrets]
 
     def merchants_of(self, app_id: str) -> frozenset[str] | None:
-        """The merchants a bound app may speak for; None for an unbound (or unknown) app."""
+        """The merchants an app may speak for: None for an unbound app (any merchant), none
+        for an app no longer configured (a replay of what it sent appends nothing)."""
         entry = self.apps.get(app_id)
-        return entry.merchants if entry else None
+        return entry.merchants if entry else frozenset()
 
 
 # Values read from the TOML file, handed to settings_customise_sources (a classmethod

@@ -289,10 +289,11 @@ async def test_blocks_that_could_not_be_read_back_are_quarantined_and_their_neig
 def test_replay_judges_merchants_by_the_config_of_today(tmp_path):
     """Quarantined as merchant_not_allowed, a block is appended once its app may speak for it."""
 
-    def write_config(merchants: list[str]) -> Path:
+    def write_config(merchants: list[str] | None) -> Path:
         path = tmp_path / "notestore.toml"
-        path.write_text(f'data_dir = "data"\n[apps."{APP_A}"]\nsecrets = {json.dumps(list(SECRETS[APP_A]))}\n'
-                        f"merchants = {json.dumps(merchants)}\n")  # fmt: skip
+        app = (f'[apps."{APP_A}"]\nsecrets = {json.dumps(list(SECRETS[APP_A]))}\nmerchants = {json.dumps(merchants)}\n'
+               if merchants is not None else f'[apps."{APP_B}"]\nsecrets = {json.dumps(list(SECRETS[APP_B]))}\n')  # fmt: skip
+        path.write_text('data_dir = "data"\n' + app)
         return path
 
     def replay(config: Path) -> str:
@@ -308,6 +309,8 @@ def test_replay_judges_merchants_by_the_config_of_today(tmp_path):
     append_bodies(settings.data_dir, [theirs, mismatch], allowed_merchants={MERCHANT})
     assert _reasons(settings) == ["merchant_not_allowed", "merchant_mismatch"]
     assert replay(write_config([MERCHANT])) == "2 still_failing\n"
+    # an app no longer configured speaks for no merchant (not for any)
+    assert replay(write_config(None)) == "2 still_failing\n"
     assert replay(write_config([MERCHANT, THEIRS])) == "1 appended, 1 still_failing\n"
     conn = sqlite3.connect(settings.events_path)
     assert [r[0] for r in conn.execute("SELECT merchant_id FROM events")] == [THEIRS]
