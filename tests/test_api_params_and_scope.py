@@ -28,6 +28,8 @@ BAD = [
     ("/accounts/a/mentions?limit=-1", "limit"),
     ("/accounts/a/mentions?cursor=not-a-cursor", "cursor"),
     ("/accounts/a/mentions?cursor=WzEsMl0", "cursor"),  # [1,2]: decodes, but not (time, id)
+    ("/accounts/a/mentions?cursor=WzEsIlx1ZDgwMCIsIngiXQ", "cursor"),  # [1,"\ud800","x"]: a lone surrogate
+    ("/notes?related_to=d1&cursor=WzEsIlx1ZDgwMCIsIngiXQ", "cursor"),
     ("/notes/n?as_of=yesterday", "as_of"),
     ("/notes/n?as_of=1e9", "as_of"),
     ("/notes/n?as_of=2022-11-23", "as_of"),

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from app.errors import BadRequest
+from eventlog.canonical import loads_strict
 from projections.values import parse_iso
 
 MAX_ID = 128
@@ -70,7 +71,7 @@ def decode_cursor(value: str | None) -> Cursor | None:
         return None
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        at, key, merchant = json.loads(raw)
+        at, key, merchant = loads_strict(raw)  # refuses lone surrogates, which SQLite cannot bind
         if isinstance(at, bool) or not isinstance(at, int | float):
             raise ValueError
         if not isinstance(key, str) or not isinstance(merchant, str):
