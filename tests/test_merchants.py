@@ -329,3 +329,29 @@ def test_the_depth_limit_is_64_levels_counting_the_block_itself():
     assert MAX_DEPTH == 64
     assert not too_deep(nest(64)) and too_deep(nest(65))
     assert not too_deep("scalar") and not too_deep([]) and too_deep(nest(1), limit=0)
+
+
+async def test_pages_keep_the_same_note_id_of_several_merchants_at_the_same_time(aiohttp_client, tmp_path):
+    """Equal sort time and equal note id: only the merchant tells the items apart in a cursor."""
+    settings = settings_in(tmp_path)
+    client = await aiohttp_client(create_app(settings))
+    deliveries = []
+    for merchant, app in ((MERCHANT, APP_A), (THEIRS, APP_B), ("merchant-c", APP_A)):
+        block = make_block(note_id="same", merchant_id=merchant, action_time=LATE, event_detail=[
+            {"field_key": "object_id", "add": ["deal-2"]},
+            {"field_key": "account_mentions", "add": [["acc-9"]]},
+        ])  # fmt: skip
+        body = make_body(block, app_id=app)
+        body["merchant_id"] = merchant
+        deliveries.append((app, body))
+    await deliver(client, settings, deliveries)
+    for route in ("/notes?related_to=deal-2", "/accounts/acc-9/mentions"):
+        seen, cursor = [], None
+        for _ in range(4):
+            query = "&limit=1" if "?" in route else "?limit=1"
+            resp = await client.get(f"{route}{query}{f'&cursor={cursor}' if cursor else ''}", headers=OPS)
+            page = await resp.json()
+            seen += [(i["merchant_id"], i["note_id"]) for i in page["items"]]
+            if (cursor := page["next_cursor"]) is None:
+                break
+        assert seen == [("merchant-c", "same"), (THEIRS, "same"), (MERCHANT, "same")], route
