@@ -204,6 +204,9 @@ class Checkpointer:
         self._conn.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
         self._frame_bytes = int(self._conn.execute("PRAGMA page_size").fetchone()[0]) + 24
         self._frames = -1  # frames in the WAL at the last step, to tell when commits stop
+        # The WAL was started over and no commit came since: PASSIVE still counts its old
+        # frames (the writer rewinds it on its next commit), which need no reset again.
+        self._restarted = False
         self._changed_at = clock()
         self._deferred_since: float | None = None  # since when readers refuse the reset
         self._warned_at = 0.0
@@ -241,7 +244,8 @@ class Checkpointer:
         _, frames, copied = self._checkpoint("PASSIVE")
         if frames != self._frames:
             self._frames, self._changed_at = frames, now
-        if frames * self._frame_bytes >= self._reset_bytes:
+            self._restarted = False
+        if frames * self._frame_bytes >= self._reset_bytes and not self._restarted:
             return self._reset(now, frames, everything_copied=copied == frames)
         if now - self._changed_at >= self._idle_s:
             try:
@@ -279,7 +283,9 @@ class Checkpointer:
         if self._deferred_since is not None and self._warned_at > self._deferred_since:
             log.info("wal_reset_done", seconds=round(now - self._deferred_since))
         self._deferred_since = None
-        self._frames = 0
+        # The count PASSIVE gives stays `frames` until the next commit: self._frames keeps
+        # it, so the idle time still runs from the last commit, and TRUNCATE comes then.
+        self._restarted = True
         return "reset"
 
 

@@ -129,6 +129,50 @@ def test_a_wal_past_the_threshold_is_reset_once_an_old_reader_lets_go_then_empti
         writer.close()
 
 
+def test_a_wal_reset_with_no_commit_after_it_is_emptied_once_idle_since_the_last_commit(
+    tmp_path,
+):
+    """After a RESTART the file keeps its size until the next commit, and PASSIVE still
+    counts the old frames: they must not ask for a reset round after round (the file was
+    then never emptied), nor start the idle time over."""
+    writer = open_log_for_writing(tmp_path)
+    clock = Clock()
+    checkpointer = Checkpointer(
+        tmp_path / LOG_FILE, reset_bytes=THRESHOLD, busy_ms=1, clock=clock, start=False
+    )
+    reader = connect(tmp_path / LOG_FILE, readonly=True)
+    log = Appender(writer)
+    try:
+        log.commit()
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM events").fetchone()  # an old snapshot
+        while _wal_bytes(tmp_path) < 2 * THRESHOLD:
+            log.commit()  # the last commit: the round below sees it
+        grown = _wal_bytes(tmp_path)
+        assert checkpointer.step() == "reset_deferred"
+        reader.execute("COMMIT")  # the reader lets go a round later; no commit since
+        clock.now += 1.0
+        assert checkpointer.step() == "reset"
+
+        clock.now += WAL_IDLE_S - 1.1  # idle for less than WAL_IDLE_S since the last commit
+        assert checkpointer.step() == "passive"
+        assert _wal_bytes(tmp_path) == grown
+        clock.now += 0.2  # WAL_IDLE_S since the last commit, not since the reset
+        assert checkpointer.step() == "truncated"
+        assert _wal_bytes(tmp_path) == 0
+        assert checkpointer.step() == "idle"
+
+        # A WAL that grows past the threshold again is started over again.
+        while _wal_bytes(tmp_path) < 2 * THRESHOLD:
+            log.commit()
+        assert checkpointer.step() == "reset"
+        assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == log.appended
+    finally:
+        reader.close()
+        checkpointer.stop()
+        writer.close()
+
+
 def _hold(data_dir: Path, blocks: list[dict[str, Any]]) -> None:
     """Quarantine valid blocks as an older, stricter version did (what a fix lets in)."""
     conn = open_log(data_dir)
