@@ -117,9 +117,17 @@ def quarantine(conn: sqlite3.Connection, item: Rejected, ref: int | None, at: fl
     )
 
 
-def existing_content(conn: sqlite3.Connection, message_id: str) -> tuple[int, str] | None:
+def existing_content(
+    conn: sqlite3.Connection, message_id: str, merchant_id: str | None
+) -> tuple[int, str] | None:
+    """The seq and content hash of the merchant's event with this message_id, if logged.
+
+    Per merchant: another merchant's event with the same id is another event.
+    """
     row = conn.execute(
-        "SELECT seq, content_hash FROM events WHERE message_id = ?", (message_id,)
+        "SELECT seq, content_hash FROM events"
+        " WHERE message_id = ? AND coalesce(merchant_id, '') = ?",
+        (message_id, merchant_id or ""),
     ).fetchone()
     return (row[0], row[1]) if row else None
 
@@ -137,7 +145,7 @@ def add_events(
 ) -> None:
     """Append new events; count duplicates; quarantine same-id-other-content as a conflict."""
     for ev in events:
-        seen = existing_content(conn, ev.message_id)
+        seen = existing_content(conn, ev.message_id, ev.merchant_id)
         if seen is None:
             outcome.seqs.append(batch.add_event(ev, app_id, request_id, ref, at))
             outcome.event_types.append(ev.event_type)

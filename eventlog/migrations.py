@@ -80,6 +80,43 @@ MIGRATIONS: list[str] = [
     + _NO_REPLACE.format(table="events", key="message_id", pk="seq")
     + _NO_REPLACE.format(table="quarantine", key="content_hash", pk="id")
     + _NO_REPLACE.format(table="requests", key="id", pk="id"),
+    # 2: a message_id is unique per merchant, not across merchants: one merchant's signed
+    # events cannot take another's message ids (and so turn its genuine events into
+    # conflicts). The events table is rebuilt without its UNIQUE (message_id); rows, seqs
+    # and hashes are copied as they are, so the chain verifies as before.
+    """
+    CREATE TABLE events_v2 (
+        seq INTEGER PRIMARY KEY,
+        message_id TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        entity TEXT,
+        entity_id TEXT,
+        note_id TEXT,
+        merchant_id TEXT,
+        app_id TEXT NOT NULL,
+        request_id TEXT,
+        request_ref INTEGER NOT NULL REFERENCES requests(id),
+        action_time REAL NOT NULL,
+        created_time REAL,
+        received_at REAL NOT NULL,
+        block TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    INSERT INTO events_v2 SELECT * FROM events ORDER BY seq;
+    DROP TABLE events;
+    ALTER TABLE events_v2 RENAME TO events;
+    CREATE UNIQUE INDEX events_by_message ON events(message_id, coalesce(merchant_id, ''));
+    CREATE INDEX events_by_entity ON events(entity_id) WHERE entity_id IS NOT NULL;
+    CREATE INDEX events_by_note ON events(note_id) WHERE note_id IS NOT NULL;
+    """
+    + _APPEND_ONLY.format(table="events")
+    + """
+    CREATE TRIGGER events_no_replace BEFORE INSERT ON events
+    WHEN EXISTS (SELECT 1 FROM events WHERE seq = NEW.seq OR (message_id = NEW.message_id
+                 AND coalesce(merchant_id, '') = coalesce(NEW.merchant_id, '')))
+    BEGIN SELECT RAISE(ABORT, 'the event log is append-only: events row already exists'); END;
+    """,
 ]
 
 

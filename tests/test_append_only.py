@@ -12,8 +12,10 @@ ATTEMPTS = [
     "UPDATE events SET event_type = 'x' WHERE seq = 1",
     "DELETE FROM events WHERE seq = 1",
     "INSERT OR REPLACE INTO events SELECT * FROM events WHERE seq = 1",
-    "REPLACE INTO events (seq, message_id, content_hash, event_type, app_id, request_ref,"
-    " action_time, received_at, block, hash) VALUES (99, '35d0213a-6b1c-11ed-b77f-2e5611c3fe96',"
+    # a new seq with the message_id (and merchant) of seq 1: replacing would delete seq 1
+    "REPLACE INTO events (seq, message_id, merchant_id, content_hash, event_type, app_id,"
+    " request_ref, action_time, received_at, block, hash) VALUES (99,"
+    " '35d0213a-6b1c-11ed-b77f-2e5611c3fe96', '1b99bdcf-d582-4f49-9715-1b61dfff3924',"
     " 'h', 't', 'a', 1, 1, 1, '{}', 'h')",
     "UPDATE requests SET body = x'00'",
     "DELETE FROM requests",

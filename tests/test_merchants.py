@@ -355,3 +355,58 @@ async def test_pages_keep_the_same_note_id_of_several_merchants_at_the_same_time
             if (cursor := page["next_cursor"]) is None:
                 break
         assert seen == [("merchant-c", "same"), (THEIRS, "same"), (MERCHANT, "same")], route
+
+
+async def test_a_message_id_is_one_merchants_own(client, settings):
+    """B sending a block under A's (future) message id neither blocks A's event nor learns of it."""
+    genuine = make_block("note_update_data", note_id="n-a", action_time=LATE,
+                         event_detail=[{"field_key": "description", "add": ["A's text"]}])  # fmt: skip
+    forged = json.loads(json.dumps(genuine))
+    forged["data_event"].update(merchant_id=THEIRS, event_detail=[{"field_key": "description", "add": ["B's"]}])
+    theirs = make_body(forged, app_id=APP_B)
+    theirs["merchant_id"] = THEIRS
+    assert (await signed_post(client, theirs, APP_B))[1]["accepted"] == 1
+    assert (await signed_post(client, make_body(genuine)))[1]["accepted"] == 1
+    assert (await signed_post(client, make_body(genuine)))[1]["duplicates"] == 1
+    # the same block without a merchant of its own, under each envelope: one event each
+    bare = make_block(note_id="n-e", action_time=LATE)
+    del bare["data_event"]["merchant_id"]
+    for merchant in (THEIRS, MERCHANT):
+        body = make_body(bare)
+        body["merchant_id"] = merchant
+        assert (await signed_post(client, body))[1]["accepted"] == 1
+    await settled(settings)
+    resp = await client.get("/notes/n-a", headers={"Authorization": "Bearer merchant-token"})
+    assert (await resp.json())["description"] == "A's text"
+    assert _reasons(settings) == []
+
+
+def test_a_log_written_before_message_ids_were_per_merchant_is_migrated_and_still_verifies(tmp_path):
+    from eventlog.db import LOG_FILE, connect, open_log
+    from eventlog.migrations import MIGRATIONS, _statements
+    from eventlog.verify import verify_log
+
+    old = sqlite3.connect(tmp_path / LOG_FILE, isolation_level=None)
+    for statement in _statements(MIGRATIONS[0]):
+        old.execute(statement)
+    old.execute("PRAGMA user_version = 1")
+    old.close()
+    append_bodies(tmp_path, [body for _, body in genuine_bodies()])  # opens it: migrates it
+    conn = connect(tmp_path / LOG_FILE)
+    rows = conn.execute("SELECT * FROM events ORDER BY seq").fetchall()
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
+    conn.close()
+    assert len(rows) == 7
+    with sqlite3.connect(tmp_path / LOG_FILE) as raw:  # the append-only triggers came back
+        for statement in ("UPDATE events SET block = '{}'", "DELETE FROM events"):
+            try:
+                raw.execute(statement)
+            except sqlite3.DatabaseError as exc:
+                assert "append-only" in str(exc)
+            else:
+                raise AssertionError(f"{statement} was allowed")
+    log = open_log(tmp_path)
+    try:
+        assert verify_log(log, lambda app, fingerprint, body: None).ok
+    finally:
+        log.close()
