@@ -11,14 +11,12 @@ from aiohttp import web
 
 from app.errors import BadRequest, Unavailable
 from app.keys import READER, RUNNER, SETTINGS
-from app.middleware import json_response
+from app.middleware import RETRY_AFTER_S, json_response
 from app.queries import history, mentions, notes, params
 from app.queries.merchants import Ambiguous
 from app.queries.scope import Scope, scope_for
 from eventlog.db import LOG_FILE, connect
 from projections.store import open_views
-
-RETRY_AFTER_S = 5
 
 
 @dataclass

@@ -92,6 +92,11 @@ class AppConfig(BaseModel):
             or not all(isinstance(m, str) and m for m in merchants)
         ):
             raise ValueError(f"app {app_id!r}: merchants must be a non-empty list of merchant ids")
+        if merchants is not None and "*" in merchants:
+            raise ValueError(
+                f'app {app_id!r}: "*" is not a merchant id; leave merchants out to let the app'
+                " speak for any merchant"
+            )
         for merchant in merchants or ():
             _must_encode(merchant, f"a merchant id of app {app_id!r}")
         return {**table, "secrets": tuple(listed)}

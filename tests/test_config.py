@@ -117,3 +117,10 @@ def test_the_readmes_example_config_loads(tmp_path):
     assert s.merchants_of("16453496-6a17-11ed-8a77-6632ed169876") == {"1b99bdcf-d582-4f49-9715-1b61dfff3924"}
     assert s.merchants_of("c71f0b7a-6ecc-11ed-9704-468042e8692e") is None
     assert s.apps["16453496-6a17-11ed-8a77-6632ed169876"].secrets == ("old-secret", "new-secret")
+
+
+def test_a_bound_app_names_merchants_not_a_star(tmp_path):
+    cfg = write(tmp_path / "n.toml", '[apps.a]\nsecrets = ["s"]\nmerchants = ["*"]\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg)
+    assert "leave merchants out" in str(err.value) and str(cfg) in str(err.value)
