@@ -108,25 +108,23 @@ def snapshot(
         conn.close()
 
 
+def views_settled(settings) -> bool:  # type: ignore[no-untyped-def]
+    """Whether every view has applied the whole log."""
+    log = sqlite3.connect(settings.events_path)
+    head = log.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    log.close()
+    checkpoints: list[int] = []
+    if settings.views_path.exists():
+        views = sqlite3.connect(settings.views_path)
+        with contextlib.suppress(sqlite3.OperationalError):
+            checkpoints = [r[0] for r in views.execute("SELECT checkpoint FROM projectors")]
+        views.close()
+    return len(checkpoints) == 3 and all(c == head for c in checkpoints)
+
+
 async def settled(settings, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
     """Wait until every view has applied the whole log (the runner works in the background)."""
-    import asyncio
-
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        log = sqlite3.connect(settings.events_path)
-        head = log.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-        log.close()
-        checkpoints: list[int] = []
-        if settings.views_path.exists():
-            views = sqlite3.connect(settings.views_path)
-            with contextlib.suppress(sqlite3.OperationalError):
-                checkpoints = [r[0] for r in views.execute("SELECT checkpoint FROM projectors")]
-            views.close()
-        if len(checkpoints) == 3 and all(c == head for c in checkpoints):
-            return
-        assert asyncio.get_running_loop().time() < deadline, "views did not catch up"
-        await asyncio.sleep(0.02)
+    await wait_for(lambda: views_settled(settings), timeout, "views catching up with the log")
 
 
 async def post_samples(client: TestClient) -> None:  # type: ignore[type-arg]

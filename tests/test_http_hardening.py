@@ -17,7 +17,6 @@ import gzip
 import json
 import logging
 import sqlite3
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from app.middleware import errors_as_json, install_parser_error_handler
 from app.signing import SIGNATURE_HEADER
 from app.web import create_app
 from projections.registry import all_projectors
-from tests.helpers import APP_A, SECRETS, make_body, signature
+from tests.helpers import APP_A, SECRETS, make_body, signature, wait_for
 from tests.server import Server, write_config
 
 MARKER = b"s3cr3t-t0ken"  # in every hostile request: it must come back nowhere
@@ -224,14 +223,14 @@ async def test_serves_workers_answer_the_parsers_refusals_as_json_and_log_them_a
             assert_refused_quietly(await send(server.port, request))
         answer = await send(server.port, get("/events", b"Authorization: Bearer \xff"))
         assert answer.status == 401
-        deadline = time.monotonic() + 30
-        while True:
-            lines, other = read_log(server.log_path)
-            refused = [line for line in lines if line.get("event") == "http_request_refused"]
-            if len(refused) >= len(MALFORMED):
-                break
-            assert time.monotonic() < deadline, f"{len(refused)} refusals logged: {lines[-5:]}"
-            await asyncio.sleep(0.05)
+
+        def refusals() -> list[dict[str, Any]]:
+            lines, _ = read_log(server.log_path)
+            return [line for line in lines if line.get("event") == "http_request_refused"]
+
+        await wait_for(lambda: len(refusals()) >= len(MALFORMED), 30, "every refusal logged")
+        lines, other = read_log(server.log_path)
+        refused = refusals()
     assert {line["level"] for line in refused} == {"info"}
     assert not [line for line in lines if line["level"] in ("error", "critical")]
     assert other == []  # e.g. aiohttp's own "ERROR:aiohttp.server:Error handling request"

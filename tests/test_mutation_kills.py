@@ -43,6 +43,7 @@ from tests.helpers import (
     secret_for,
     signature,
     snapshot,
+    wait_for,
 )
 from tests.server import write_config
 from tests.views_kit import Views, append_blocks
@@ -71,13 +72,6 @@ def event_rows(path: Path) -> list[tuple[Any, ...]]:
         ).fetchall()
     finally:
         conn.close()
-
-
-async def wait_for(check: Any, timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, f"not reached: {check}"
-        await asyncio.sleep(0.01)
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -16,7 +16,6 @@ import concurrent.futures
 import json
 import sqlite3
 import threading
-import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -38,7 +37,16 @@ from app.config import Settings
 from app.signing import SIGNATURE_HEADER
 from app.web import create_app
 from projections.registry import all_projectors
-from tests.helpers import APP_A, SAMPLE_FILES, SECRETS, make_block, make_body, signature
+from tests.helpers import (
+    APP_A,
+    SAMPLE_FILES,
+    SECRETS,
+    make_block,
+    make_body,
+    signature,
+    views_settled,
+    wait_until,
+)
 from tests.schemathesis_hooks import WEBHOOK, is_signed
 
 TOKEN = "fuzz-token"
@@ -118,25 +126,6 @@ def stored_requests(settings: Settings) -> int:
         conn.close()
 
 
-def wait_until_views_settled(settings: Settings, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        log = sqlite3.connect(settings.events_path)
-        head = log.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-        log.close()
-        views = sqlite3.connect(settings.views_path)
-        try:
-            checkpoints = [r[0] for r in views.execute("SELECT checkpoint FROM projectors")]
-        except sqlite3.OperationalError:
-            checkpoints = []
-        finally:
-            views.close()
-        if len(checkpoints) == 3 and all(c == head for c in checkpoints):
-            return
-        assert time.monotonic() < deadline, "views did not catch up"
-        time.sleep(0.02)
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
     """The live app, its log holding the samples and a few notes mentioning an account."""
@@ -158,7 +147,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
             for i in range(3)
         ]
         assert post(app.url, json.dumps(make_body(*mentions)).encode())["accepted"] == 3
-        wait_until_views_settled(settings_)
+        wait_until(lambda: views_settled(settings_), what="views catching up")
         yield app
 
 
