@@ -67,7 +67,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE TABLE events (
         seq BIGINT PRIMARY KEY,
-        message_id TEXT NOT NULL UNIQUE,
+        message_id TEXT NOT NULL,
         content_hash TEXT NOT NULL,
         event_type TEXT NOT NULL,
         entity TEXT,
@@ -83,6 +83,8 @@ MIGRATIONS: list[str] = [
         block TEXT NOT NULL,
         hash TEXT NOT NULL
     );
+    -- a message_id is unique per merchant, as in the SQLite log (its migration 2)
+    CREATE UNIQUE INDEX events_by_message ON events(message_id, coalesce(merchant_id, ''));
     CREATE INDEX events_by_entity ON events(entity_id) WHERE entity_id IS NOT NULL;
     CREATE INDEX events_by_note ON events(note_id) WHERE note_id IS NOT NULL;
     CREATE TABLE quarantine (

@@ -388,3 +388,25 @@ def test_create_roles_runs_again_and_refuses_unsafe_roles(log: Log) -> None:
         connect(log.service_url)
     with connect(log.service_url.replace("service-pw", "new-service-pw")) as conn:
         assert len(everything(conn)["events"]) == 1
+
+
+def test_a_message_id_is_unique_per_merchant(pg_url: str) -> None:
+    """As in the SQLite log: another merchant's event with the same message_id is another event."""
+    with connect(pg_url) as conn:
+        pg_schema.migrate(conn)
+        insert_one_of_each(conn)  # seq 1: message m-1 of merchant m
+
+        def event(seq: int, merchant: str | None) -> None:
+            conn.execute(
+                "INSERT INTO events (seq, message_id, content_hash, event_type, merchant_id, app_id,"
+                " request_ref, action_time, received_at, block, hash)"
+                " VALUES (%s, 'm-1', 'c', 't', %s, 'app', 1, 1.5, 2.5, '{}', 'h')",
+                (seq, merchant),
+            )
+
+        event(2, "other-merchant")
+        event(3, None)
+        for seq, merchant in ((4, "m"), (5, "other-merchant"), (6, None)):
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                event(seq, merchant)
+        assert [r[0] for r in conn.execute("SELECT seq FROM events ORDER BY seq")] == [1, 2, 3]
