@@ -85,7 +85,12 @@ def describe_validation(error: ValidationError) -> str:
 
 
 def _body_text(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="backslashreplace")
+    """A body as quarantine text: bytes that are not UTF-8 as `\\xNN`, and NUL as `\\x00` too.
+
+    (PostgreSQL's text cannot hold NUL; both backends keep the same text. The raw body
+    itself is kept exactly, as bytes, with its request.)
+    """
+    return raw.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
 
 
 @dataclass(frozen=True, slots=True)

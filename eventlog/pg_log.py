@@ -1,0 +1,279 @@
+"""The log on PostgreSQL (psycopg 3): the `LogStore` contract on eventlog.pg_schema's tables.
+
+Appends are serialised across every process and host by a transaction-scoped advisory lock:
+the chain heads are read, and `seq` and request ids assigned, only once it is held, and it is
+released by the commit. So commit order is seq order, and a reader tailing `seq > last`
+never skips an event that commits late. (Statements run at READ COMMITTED: each sees what
+committed before it, so the heads read after the lock are those of the last commit.)
+
+The rows and their chain hashes are computed exactly as eventlog.append does on SQLite (the
+same values in the same order into `chain.link`), so the same deliveries give the same
+`hash` columns on both backends. Each table's rows of a batch go in one `executemany`
+(pipelined by psycopg). A batch the database refuses because of one delivery's content is
+written again delivery by delivery, each in a savepoint; the one that still fails is stored
+as its request with its body quarantined (`eventlog.store.unstorable`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from eventlog import chain
+from eventlog.append import Delivery, Outcome
+from eventlog.intake import NewEvent, Rejected
+from eventlog.read import LogEvent
+from eventlog.store import unstorable
+
+# pg_advisory_xact_lock key serialising appends ("noteappd")
+APPEND_LOCK = 0x6E6F7465_61707064
+EVENT_READ_COLUMNS = (
+    "seq, message_id, event_type, entity, entity_id, note_id, merchant_id, app_id,"
+    " request_id, action_time, created_time, received_at, block"
+)
+INSERT_REQUEST = (
+    "INSERT INTO requests (id, received_at, app_id, secret_fingerprint, signature,"
+    " request_id, body, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+)
+INSERT_EVENT = (
+    f"INSERT INTO events ({', '.join(chain.EVENT_COLUMNS)}, hash)"
+    f" VALUES ({', '.join(['%s'] * (len(chain.EVENT_COLUMNS) + 1))})"
+)
+# once per content: a row with the same content_hash (earlier, or another appender's
+# quarantine replay) is kept and this one dropped. DO NOTHING fires no UPDATE trigger.
+INSERT_QUARANTINE = (
+    "INSERT INTO quarantine (content_hash, reason, detail, kind, message_id, payload,"
+    " request_ref, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (content_hash) DO NOTHING"
+)
+# What one delivery's content can make the database (or the encoding of a parameter)
+# refuse: text with NUL or a lone surrogate, a number out of range, a constraint.
+ROW_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,  # UnicodeEncodeError among them
+    OverflowError,
+    psycopg.DataError,
+    psycopg.errors.NotNullViolation,
+)  # not a unique violation: under the append lock, that would be a bug, not a bad row
+
+
+@dataclass
+class _Heads:
+    seq: int
+    event_hash: str
+    request_id: int
+    request_hash: str
+
+
+@dataclass
+class _Rows:
+    """A group's rows, their heads once written, and each delivery's outcome."""
+
+    heads: _Heads
+    requests: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    quarantine: list[tuple[Any, ...]] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+def _plan(
+    deliveries: list[Delivery], heads: _Heads, logged: dict[tuple[str, str], tuple[int, str]]
+) -> _Rows:
+    """The rows of `deliveries` after `heads`, as eventlog.append would insert them.
+
+    `logged` maps (message_id, merchant or '') to (seq, content_hash) of the events already
+    in the log; events of this group are added to it as they are planned.
+    """
+    rows = _Rows(_Heads(heads.seq, heads.event_hash, heads.request_id, heads.request_hash))
+    h = rows.heads
+    for d in deliveries:
+        outcome = Outcome()
+        h.request_id += 1
+        ref = h.request_id
+        values = (
+            ref, d.received_at, d.app_id, d.secret_fingerprint, d.signature,
+            d.intake.request_id, d.body,
+        )  # fmt: skip
+        h.request_hash = chain.link(h.request_hash, values, d.body_digest)
+        rows.requests.append((*values, h.request_hash))
+        for item in d.intake.rejected:
+            rows.quarantine.append(_quarantine_row(item, ref, d.received_at))
+            outcome.quarantined += 1
+            outcome.reasons.append(item.reason)
+        for ev in d.intake.events:
+            key = (ev.message_id, ev.merchant_id or "")
+            seen = logged.get(key)
+            if seen is None:
+                h.seq += 1
+                ev_values = _event_values(h.seq, ev, d, ref)
+                h.event_hash = chain.link(h.event_hash, ev_values, ev.block_digest)
+                rows.events.append((*ev_values, h.event_hash))
+                logged[key] = (h.seq, ev.content_hash)
+                outcome.seqs.append(h.seq)
+                outcome.event_types.append(ev.event_type)
+                outcome.accepted += 1
+            elif seen[1] == ev.content_hash:
+                outcome.duplicates += 1
+            else:
+                detail = (
+                    f"message_id {ev.message_id} is in the log (seq {seen[0]}) with other content"
+                )
+                conflict = Rejected("conflict", detail, ev.block, "block", ev.message_id)
+                rows.quarantine.append(_quarantine_row(conflict, ref, d.received_at))
+                outcome.quarantined += 1
+                outcome.reasons.append("conflict")
+        rows.outcomes.append(outcome)
+    return rows
+
+
+def _event_values(seq: int, ev: NewEvent, d: Delivery, ref: int) -> tuple[Any, ...]:
+    """An event's columns in chain.EVENT_COLUMNS order (as eventlog.append.Batch.add_event)."""
+    return (
+        seq, ev.message_id, ev.content_hash, ev.event_type, ev.entity, ev.entity_id,
+        ev.note_id, ev.merchant_id, d.app_id, d.intake.request_id, ref, ev.action_time,
+        ev.created_time, d.received_at, ev.block,
+    )  # fmt: skip
+
+
+def _quarantine_row(item: Rejected, ref: int, at: float) -> tuple[Any, ...]:
+    return (
+        item.content_hash, item.reason, item.detail, item.kind, item.message_id, item.payload,
+        ref, at,
+    )  # fmt: skip
+
+
+def _events(rows: Iterable[tuple[Any, ...]]) -> list[LogEvent]:
+    return [LogEvent(*row) for row in rows]
+
+
+class PostgresLogStore:
+    """The log in a PostgreSQL database migrated by eventlog.pg_schema (as its owner).
+
+    The service role suffices to use it: it only INSERTs and SELECTs the log tables.
+    """
+
+    backend = "postgresql"
+
+    def __init__(self, url: str, *, max_connections: int = 4) -> None:
+        self.url = url
+        self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_connections,
+            kwargs={"autocommit": True},
+            check=ConnectionPool.check_connection,
+            name="notestore-log",
+            open=True,
+        )
+
+    # --- appending ---------------------------------------------------------------------
+
+    def append(self, deliveries: list[Delivery]) -> list[Outcome]:
+        if not deliveries:
+            return []
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
+            heads = self._heads(conn)
+            try:
+                with conn.transaction():  # a savepoint
+                    rows = self._write(conn, deliveries, heads)
+                return rows.outcomes
+            except ROW_ERRORS:
+                pass  # written again one by one below, the bad one quarantined
+            outcomes = []
+            for d in deliveries:
+                try:
+                    with conn.transaction():
+                        rows = self._write(conn, [d], heads)
+                except ROW_ERRORS as exc:
+                    with conn.transaction():
+                        rows = self._write(conn, [unstorable(d, exc)], heads)
+                heads = rows.heads
+                outcomes += rows.outcomes
+            return outcomes
+
+    @staticmethod
+    def _heads(conn: psycopg.Connection[Any]) -> _Heads:
+        event = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        request = conn.execute("SELECT id, hash FROM requests ORDER BY id DESC LIMIT 1").fetchone()
+        seq, event_hash = (int(event[0]), str(event[1])) if event else (0, chain.GENESIS)
+        ref, request_hash = (int(request[0]), str(request[1])) if request else (0, chain.GENESIS)
+        return _Heads(seq, event_hash, ref, request_hash)
+
+    @staticmethod
+    def _write(conn: psycopg.Connection[Any], deliveries: list[Delivery], heads: _Heads) -> _Rows:
+        keys = {(ev.message_id, ev.merchant_id or "") for d in deliveries for ev in d.intake.events}
+        logged: dict[tuple[str, str], tuple[int, str]] = {}
+        if keys:
+            ids, merchants = zip(*keys, strict=True)
+            found = conn.execute(
+                "SELECT e.message_id, coalesce(e.merchant_id, ''), e.seq, e.content_hash"
+                " FROM events e JOIN unnest(%s::text[], %s::text[]) AS k(message_id, merchant)"
+                " ON e.message_id = k.message_id AND coalesce(e.merchant_id, '') = k.merchant",
+                (list(ids), list(merchants)),
+            ).fetchall()
+            logged = {(r[0], r[1]): (int(r[2]), str(r[3])) for r in found}
+        rows = _plan(deliveries, heads, logged)
+        with conn.cursor() as cur:
+            cur.executemany(INSERT_REQUEST, rows.requests)
+            if rows.events:
+                cur.executemany(INSERT_EVENT, rows.events)
+            if rows.quarantine:
+                cur.executemany(INSERT_QUARANTINE, rows.quarantine)
+        return rows
+
+    # --- reading -----------------------------------------------------------------------
+
+    def read_from(
+        self, after_seq: int, limit: int = 1000, merchants: frozenset[str] | None = None
+    ) -> list[LogEvent]:
+        with self.pool.connection() as conn:
+            if merchants is None:
+                rows = conn.execute(
+                    f"SELECT {EVENT_READ_COLUMNS} FROM events WHERE seq > %s ORDER BY seq LIMIT %s",
+                    (after_seq, limit),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {EVENT_READ_COLUMNS} FROM events"
+                    " WHERE seq > %s AND merchant_id = ANY(%s) ORDER BY seq LIMIT %s",
+                    (after_seq, sorted(merchants), limit),
+                ).fetchall()
+        return _events(rows)
+
+    def read_by_entity(self, ids: list[str] | tuple[str, ...] | set[str]) -> list[LogEvent]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {EVENT_READ_COLUMNS} FROM events"
+                " WHERE entity_id = ANY(%s) OR note_id = ANY(%s) ORDER BY seq",
+                (wanted, wanted),
+            ).fetchall()
+        return _events(rows)
+
+    def head_seq(self) -> int:
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+        return int(row[0]) if row else 0
+
+    def counts(self) -> dict[str, int]:
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM requests),"
+                " (SELECT count(*) FROM quarantine), (SELECT coalesce(max(seq), 0) FROM events)"
+            ).fetchone()
+        assert row is not None
+        return {
+            "events": int(row[0]),
+            "requests": int(row[1]),
+            "quarantined": int(row[2]),
+            "last_seq": int(row[3]),
+        }
+
+    def close(self) -> None:
+        self.pool.close()
