@@ -449,3 +449,35 @@ def test_concurrent_appender_processes_and_a_tailing_reader(pg_url: str) -> None
             if process.is_alive():
                 process.kill()
         reader.close()
+
+
+def test_nul_in_indexed_text_loses_nothing_and_fails_no_batch(store: Store) -> None:
+    """NUL decoded from JSON into a column of its own (an envelope's request_id, a refused
+    block's message_id). SQLite stores it as is; PostgreSQL's text cannot hold it, so there
+    the delivery is kept as its request with its body quarantined whole (`unstorable`).
+    Either way: nothing is lost and its neighbours in the batch commit."""
+    hostile_id = block()
+    hostile_id["message_id"] = "m\u0000"
+    with_good = delivery(body_for(block(note_id="neighbour-block"), hostile_id))
+    request_id = body_for(block(note_id="request-id-nul"))
+    request_id["request_id"] = "r\u0000"
+    after = delivery(body_for(block(note_id="next-delivery")), at=NOW + 1)
+
+    outcomes = store.append([with_good, delivery(request_id), after])
+
+    assert rows(store, "SELECT body FROM requests ORDER BY id") == [
+        (with_good.body,),
+        (encode(request_id),),
+        (after.body,),
+    ]
+    assert outcomes[2].accepted == 1
+    kept = {e.note_id for e in store.read_from(0)}
+    quarantined = rows(store, "SELECT reason, request_ref FROM quarantine ORDER BY id")
+    if isinstance(store, SQLiteLogStore):
+        assert kept == {"neighbour-block", "request-id-nul", "next-delivery"}
+        assert quarantined == [("invalid_block", 1)]
+    else:
+        assert kept == {"next-delivery"}
+        assert quarantined == [(UNSTORABLE, 1), (UNSTORABLE, 2)]
+        assert [o.reasons for o in outcomes] == [[UNSTORABLE], [UNSTORABLE], []]
+    assert chain_breaks(store) == []
