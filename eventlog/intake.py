@@ -138,7 +138,7 @@ def _read_envelope(
     except ValidationError as exc:
         detail = describe_validation(exc)
         return Intake(rejected=[Rejected("not_envelope", detail, _body_text(raw), "body")])
-    intake = Intake(app_id=envelope.app_id, request_id=_str_or_none(envelope.request_id))
+    intake = Intake(app_id=envelope.app_id, request_id=_plain_text(envelope.request_id))
     if envelope.app_id is not None and envelope.app_id != verified_app_id:
         detail = f"signed with the secret of app {verified_app_id} but names app {envelope.app_id}"
         intake.rejected.append(Rejected("app_mismatch", detail, _body_text(raw), "body"))
@@ -221,7 +221,13 @@ def _control_in(value: Any) -> bool:
 
 def _rejected(reason: str, detail: str, raw_block: Any) -> Rejected:
     message_id = raw_block.get("message_id") if isinstance(raw_block, dict) else None
-    return Rejected(reason, detail, compact_json(raw_block), "block", _str_or_none(message_id))
+    return Rejected(reason, detail, compact_json(raw_block), "block", _plain_text(message_id))
+
+
+def _plain_text(value: Any) -> str | None:
+    """A string kept in a column of its own, if it holds no control character (a NUL cannot
+    be stored as text on PostgreSQL); the body or block keeps it either way."""
+    return value if isinstance(value, str) and not _CONTROL.search(value) else None
 
 
 def read_block(raw_block: Any, context: Context) -> NewEvent | Rejected:

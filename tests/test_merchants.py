@@ -410,3 +410,17 @@ def test_a_log_written_before_message_ids_were_per_merchant_is_migrated_and_stil
         assert verify_log(log, lambda app, fingerprint, body: None).ok
     finally:
         log.close()
+
+
+def test_a_request_id_or_refused_message_id_holding_a_control_character_is_not_kept_apart():
+    """Such a value stays in the stored body or block, and out of a column of its own."""
+    from eventlog.intake import read_body
+
+    body = make_body(make_block(), {"message_id": "m-\x00", "event_type": "x"})
+    body["request_id"] = "r-\x00"
+    intake = read_body(json.dumps(body).encode(), APP_A)
+    assert intake.request_id is None and len(intake.events) == 1
+    assert [(r.reason, r.message_id) for r in intake.rejected] == [("invalid_block", None)]
+    assert "m-\\u0000" in intake.rejected[0].payload
+    plain = make_body(make_block())
+    assert read_body(json.dumps(plain).encode(), APP_A).request_id == plain["request_id"]
