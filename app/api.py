@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -18,22 +21,63 @@ from app.queries.scope import Scope, scope_for
 from eventlog.db import LOG_FILE, connect
 from projections.store import open_views
 
+T = TypeVar("T")
 
-@dataclass
+
+QUERY_THREADS = 4
+
+
 class Reader:
-    """Read connections for the query routes (reads never wait on the writers in WAL)."""
+    """Runs the (synchronous SQLite) queries in a small thread pool, off the event loop, so a
+    slow query never delays a webhook's answer. Each pool thread has connections of its own
+    (reads never wait on the writers in WAL); no connection is used by two threads."""
 
-    views: sqlite3.Connection
-    log: sqlite3.Connection
+    def __init__(self, data_dir: Path, threads: int = QUERY_THREADS) -> None:
+        self.data_dir = data_dir
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="query")
+        self._local = threading.local()
+        self._opened: list[tuple[sqlite3.Connection, sqlite3.Connection]] = []
+        self._lock = threading.Lock()
+
+    def connections(self) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+        """This thread's (views, log) connections, opened on first use."""
+        pair: tuple[sqlite3.Connection, sqlite3.Connection] | None = getattr(
+            self._local, "pair", None
+        )
+        if pair is None:
+            pair = (open_views(self.data_dir), connect(self.data_dir / LOG_FILE, readonly=True))
+            self._local.pair = pair
+            with self._lock:
+                self._opened.append(pair)
+        return pair
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) in the pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    async def query(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(views, log, *args) in the pool, with that thread's connections."""
+
+        def run() -> T:
+            views, log = self.connections()
+            return fn(views, log, *args)
+
+        return await self.call(run)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for views, log in opened:
+            views.close()
+            log.close()
 
 
 async def open_reader(app: web.Application) -> AsyncIterator[None]:
-    data_dir = app[SETTINGS].data_dir
-    reader = Reader(open_views(data_dir), connect(data_dir / LOG_FILE, readonly=True))
+    reader = Reader(app[SETTINGS].data_dir)
     app[READER] = reader
     yield
-    reader.views.close()
-    reader.log.close()
+    await asyncio.to_thread(reader.close)
 
 
 def _scope(request: web.Request) -> Scope:
@@ -56,10 +100,12 @@ def _merchant(request: web.Request) -> str | None:
     return None if value is None else params.entity_id(value, "merchant_id")
 
 
-def _entity_answer(query: Callable[..., dict[str, Any]], *args: Any) -> web.Response:
-    """The answer about one (merchant, id) entity; 409 naming the merchants when ambiguous."""
+async def _entity_answer(request: web.Request, query: Callable[..., Any]) -> web.Response:
+    """The answer about one (merchant, id) entity; 409 naming the merchants when ambiguous.
+
+    `query(views, log)` runs in the query pool (Reader)."""
     try:
-        return _answer(query(*args))
+        return _answer(await request.app[READER].query(query))
     except Ambiguous as exc:
         return json_response({"error": str(exc), "merchants": exc.merchants}, status=409)
 
@@ -69,11 +115,14 @@ async def get_note(request: web.Request) -> web.Response:
     note_id = params.entity_id(request.match_info["note_id"], "note_id")
     at = params.as_of(request.query.get("as_of"))
     merchant = _merchant(request)
-    reader = request.app[READER]
     if at is not None:
-        return _entity_answer(notes.note_as_of, reader.log, scope, note_id, at, merchant)
+        return await _entity_answer(
+            request, lambda views, log: notes.note_as_of(log, scope, note_id, at, merchant)
+        )
     _ready(request, "notes")
-    return _entity_answer(notes.get_note, reader.views, scope, note_id, merchant)
+    return await _entity_answer(
+        request, lambda views, log: notes.get_note(views, scope, note_id, merchant)
+    )
 
 
 async def get_history(request: web.Request) -> web.Response:
@@ -81,8 +130,9 @@ async def get_history(request: web.Request) -> web.Response:
     note_id = params.entity_id(request.match_info["note_id"], "note_id")
     merchant = _merchant(request)
     _ready(request, "comments")
-    reader = request.app[READER]
-    return _entity_answer(history.note_history, reader.views, reader.log, scope, note_id, merchant)
+    return await _entity_answer(
+        request, lambda views, log: history.note_history(views, log, scope, note_id, merchant)
+    )
 
 
 async def get_comments(request: web.Request) -> web.Response:
@@ -91,8 +141,10 @@ async def get_comments(request: web.Request) -> web.Response:
     include_deleted = params.boolean(request.query.get("include_deleted"), "include_deleted")
     merchant = _merchant(request)
     _ready(request, "notes", "comments")
-    views = request.app[READER].views
-    return _entity_answer(notes.comment_thread, views, scope, note_id, include_deleted, merchant)
+    return await _entity_answer(
+        request,
+        lambda views, log: notes.comment_thread(views, scope, note_id, include_deleted, merchant),
+    )
 
 
 async def get_related_notes(request: web.Request) -> web.Response:
@@ -104,14 +156,22 @@ async def get_related_notes(request: web.Request) -> web.Response:
     limit = params.limit(request.query.get("limit"), 50, 500)
     cursor = params.decode_cursor(request.query.get("cursor"))
     _ready(request, "notes")
-    return _answer(notes.related_notes(request.app[READER].views, scope, related, limit, cursor))
+    return _answer(
+        await request.app[READER].query(
+            lambda views, log: notes.related_notes(views, scope, related, limit, cursor)
+        )
+    )
 
 
 async def get_events(request: web.Request) -> web.Response:
     scope = _scope(request)
     after = params.after(request.query.get("after"))
     limit = params.limit(request.query.get("limit"), 100, 1000)
-    return _answer(history.log_page(request.app[READER].log, scope, after, limit))
+    return _answer(
+        await request.app[READER].query(
+            lambda views, log: history.log_page(log, scope, after, limit)
+        )
+    )
 
 
 async def get_mentions(request: web.Request) -> web.Response:
@@ -121,7 +181,9 @@ async def get_mentions(request: web.Request) -> web.Response:
     cursor = params.decode_cursor(request.query.get("cursor"))
     _ready(request, "mentions")
     return _answer(
-        mentions.mention_feed(request.app[READER].views, scope, account_id, limit, cursor)
+        await request.app[READER].query(
+            lambda views, log: mentions.mention_feed(views, scope, account_id, limit, cursor)
+        )
     )
 
 

@@ -146,7 +146,8 @@ class StateCollector(Collector):
         self.app = app
 
     def collect(self) -> Iterator[Metric]:
-        settings, reader = self.app[SETTINGS], self.app[READER]
+        settings = self.app[SETTINGS]
+        views, log = self.app[READER].connections()  # scrape() runs this in the query pool
         log_bytes, wal_bytes = file_sizes(settings.events_path)
         yield GaugeMetricFamily("notestore_log_bytes", "Size of events.db", value=log_bytes)
         yield GaugeMetricFamily(
@@ -156,13 +157,13 @@ class StateCollector(Collector):
             "notestore_disk_free_bytes", "Free space under data_dir",
             value=shutil.disk_usage(settings.data_dir).free,
         )  # fmt: skip
-        head = head_seq(reader.log)
+        head = head_seq(log)
         yield GaugeMetricFamily(
             "notestore_log_last_seq", "Position of the newest event", value=head
         )
         yield GaugeMetricFamily(
             "notestore_quarantine_items", "Items held in quarantine (not replayed into the log)",
-            value=held_count(reader.log),
+            value=held_count(log),
         )  # fmt: skip
         checkpoint = GaugeMetricFamily(
             "notestore_view_checkpoint", "Last seq applied", labels=["view"]
@@ -170,7 +171,7 @@ class StateCollector(Collector):
         lag = GaugeMetricFamily(
             "notestore_view_lag_events", "Events not yet applied", labels=["view"]
         )
-        for view in all_status(reader.views, reader.log, all_projectors()):
+        for view in all_status(views, log, all_projectors()):
             checkpoint.add_metric([view["name"]], view["checkpoint"] or 0)
             lag.add_metric([view["name"]], view["lag"])
         yield checkpoint
@@ -204,5 +205,6 @@ async def _flushing(app: web.Application) -> AsyncIterator[None]:
 
 async def scrape(request: web.Request) -> web.Response:
     request.app[METRICS].flush()
-    body = generate_latest(request.app[METRICS].registry)
+    # StateCollector reads the databases: off the event loop, like the query routes
+    body = await request.app[READER].call(generate_latest, request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from typing import Any
+
 import pytest
 
-from tests.helpers import post_samples, settled
+from app.queries import history
+from tests.helpers import make_block, make_body, post_samples, settled, signed_post
 from tests.test_views_seed import COMMENT, NOTE_CREATED, NOTE_DELETED, NOTE_UPDATED
 
 OPS = {"Authorization": "Bearer ops-token"}
@@ -140,3 +145,30 @@ async def test_every_error_answer_is_json_with_an_error(seeded):
     for path in ("/notes/nope", "/nowhere", "/notes/x?as_of=soon"):
         status, body = await get(seeded, path)
         assert status >= 400 and set(body) == {"error"} and body["error"]
+
+
+async def test_a_slow_history_does_not_delay_a_webhooks_answer(client, settings, monkeypatch):  # type: ignore[no-untyped-def]
+    status, _ = await signed_post(client, make_body(make_block(note_id="n1")))
+    assert status == 200
+    await settled(settings)
+    entered, release = threading.Event(), threading.Event()
+    slow = history.note_history
+
+    def held(*args: Any) -> Any:
+        entered.set()
+        assert release.wait(30), "the test never released the query"
+        return slow(*args)
+
+    monkeypatch.setattr(history, "note_history", held)
+    query = asyncio.ensure_future(client.get("/notes/n1/history", headers=OPS))
+    try:
+        assert await asyncio.to_thread(entered.wait, 30)
+        # the history is held in the query pool; the event loop answers the webhook meanwhile
+        status, answer = await signed_post(client, make_body(make_block(note_id="n2")))
+        assert status == 200 and answer["accepted"] == 1
+        assert not query.done() and not release.is_set()
+    finally:
+        release.set()
+    resp = await query
+    assert resp.status == 200
+    assert [e["message_id"] for e in (await resp.json())["events"]]

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from app.api import Reader
 from app.cli import command, settings_of
 from app.commands.views import open_existing_log
 from app.errors import NotestoreError
@@ -20,6 +21,12 @@ from app.queries import history, mentions, notes, params
 from app.queries.scope import EVERYTHING
 from app.text import html_to_text, show_time, show_value
 from projections.store import live_row, open_views
+
+
+@dataclass
+class Reader:
+    views: sqlite3.Connection
+    log: sqlite3.Connection
 
 
 @contextmanager
