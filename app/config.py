@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 import os
 import re
 import tomllib
@@ -29,26 +28,6 @@ from pydantic_settings import (
 from app.errors import ConfigError
 
 DEFAULT_CONFIG = "notestore.toml"
-CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
-
-
-def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
-    """CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota.
-
-    os.cpu_count() counts the machine's; a container limited to 1.5 CPUs would
-    otherwise get a worker per host core, all fighting over its quota.
-    """
-    try:
-        count = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        count = os.cpu_count() or 1
-    try:
-        quota, period = cpu_max.read_text().split()
-        if quota != "max":
-            count = min(count, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):  # no cgroup v2 here, or a line we do not know
-        pass
-    return count
 
 
 def _must_encode(text: str, what: str) -> None:
@@ -109,9 +88,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
-    # serve's worker processes: one per usable core (up to 4; beyond that the one log
-    # writer binds)
-    workers: int = Field(default_factory=lambda: min(usable_cpus(), 4), ge=1, le=64)
+    # Accepted and ignored (serve logs a warning naming it): serve is one process now.
+    workers: int | None = None
     apps: dict[str, AppConfig] = {}
     tokens: dict[str, tuple[str, ...]] = {}
     config_file: Path | None = Field(default=None, exclude=True)

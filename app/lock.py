@@ -1,6 +1,6 @@
 """Advisory locks on files in the data directory.
 
-`serve.lock` is held by `notestore serve` (and its workers) while it runs;
+`serve.lock` is held by `notestore serve` while it runs;
 `projectors.lock` by the one projector process. The kernel drops a lock when its
 holder dies (even by SIGKILL), so none ever goes stale.
 """

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import structlog
@@ -19,10 +15,8 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
-    values,
 )
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from app.keys import METRICS, READER, SETTINGS
@@ -40,32 +34,12 @@ log = structlog.get_logger("notestore.metrics")
 # Mobio's budget is 100 ms: resolve finely below it, coarsely above.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-FLUSH_S = 0.5  # how stale a worker's delivery counts may be on another worker's /metrics
-
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def share_between_processes(folder: Path) -> None:
-    """Counters of this process go to files in `folder`, which any worker's scrape sums.
-
-    For the workers of `notestore serve`: called in each worker before its metrics are
-    made. prometheus_client picks its value class when first imported, which happens
-    in the supervisor before the fork, so it is set again here.
-    """
-    os.environ[MULTIPROC_ENV] = str(folder)
-    values.ValueClass = values.MultiProcessValue()
 
 
 class Metrics:
     def __init__(self) -> None:
-        # What /metrics serves. With several workers it reads every worker's files and this
-        # process's counters are not registered (they are in the files already).
-        self.registry = CollectorRegistry()
-        shared = os.environ.get(MULTIPROC_ENV)
-        if shared:
-            MultiProcessCollector(self.registry, path=shared)
-        r = None if shared else self.registry
+        self.registry = CollectorRegistry()  # what /metrics serves
+        r = self.registry
         self.requests = Counter(
             "notestore_deliveries", "Webhook deliveries by outcome "
             "(ok, unauthorized, too_large, unavailable)", ["outcome"], registry=r,
@@ -90,23 +64,13 @@ class Metrics:
         }
         self._blocks = {o: self.blocks.labels(o) for o in ("accepted", "duplicate", "quarantined")}
         self._events: dict[str, Counter] = {}
-        # What deliveries move is added up here and written to the counters in bulk (every
-        # FLUSH_S and before a scrape): shared between processes, each inc() takes a lock
-        # and writes an mmapped file (~2 µs), and a delivery moved four of them.
-        self._pending: dict[Counter, float] = {}
         self.batch_size = Histogram(
             "notestore_group_commit_deliveries", "Deliveries committed together in one transaction",
             buckets=BATCH_BUCKETS, registry=r,
         )  # fmt: skip
 
     def tally(self, child: Counter, amount: float = 1) -> None:
-        """child.inc(amount), at the next flush()."""
-        self._pending[child] = self._pending.get(child, 0) + amount
-
-    def flush(self) -> None:
-        pending, self._pending = self._pending, {}
-        for child, amount in pending.items():
-            child.inc(amount)
+        child.inc(amount)
 
     def count_blocks(self, accepted: int, duplicates: int, quarantined: int) -> None:
         if accepted:
@@ -183,28 +147,9 @@ def install(app: web.Application) -> None:
     metrics.registry.register(StateCollector(app))
     app[METRICS] = metrics
     app.router.add_get("/metrics", scrape)
-    app.cleanup_ctx.append(_flushing)
-
-
-async def _flushing(app: web.Application) -> AsyncIterator[None]:
-    async def flush_every() -> None:
-        while True:
-            await asyncio.sleep(FLUSH_S)
-            try:
-                app[METRICS].flush()
-            except Exception:  # keep flushing: a dead task would hold this worker's counts
-                log.exception("metrics_flush_failed")
-
-    task = asyncio.create_task(flush_every())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    app[METRICS].flush()
 
 
 async def scrape(request: web.Request) -> web.Response:
-    request.app[METRICS].flush()
     # StateCollector reads the databases: off the event loop, like the query routes
     body = await request.app[READER].call(generate_latest, request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -190,7 +190,7 @@ def install_parser_error_handler() -> None:
 
     aiohttp has no public hook for these answers (aio-libs/aiohttp#3287): the
     protocol's handle_error builds them before any application code runs, for any
-    runner (AppRunner in tests, web.run_app in serve's workers). Overriding that one
+    runner (AppRunner in tests, web.run_app in serve). Overriding that one
     method of RequestHandler is the narrowest way to reach them; create_app calls this.
     """
     if RequestHandler.handle_error is not handle_error:

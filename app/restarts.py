@@ -1,4 +1,4 @@
-"""When serve's supervisor restarts a child that died: at once, unless it keeps dying young.
+"""When serve restarts its projector process after it died: at once, unless it keeps dying young.
 
 A child that crashes on start (a full disk, a broken install) would otherwise be
 restarted five times a second, each start logging its failure. One death is

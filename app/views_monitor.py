@@ -1,8 +1,8 @@
-"""What a web process knows of the views when the projectors run in a process of their own.
+"""The projector process of `notestore serve` (and of an app run on its own): started,
+restarted when it dies (app.restarts), stopped; and what the web side knows of the views.
 
-Read from views.db (checkpoints and recorded errors) and from the projector
-process's lock, so /healthz and the 503s of the query routes reflect the projector
-process without any channel but the data directory.
+Readiness and errors are read from views.db (checkpoints and recorded errors), so
+/healthz and the 503s of the query routes reflect the projector process.
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ import contextlib
 import multiprocessing
 import os
 import signal
-import time
 from pathlib import Path
 
 import structlog
 
-from app.lock import projectors_running
 from app.logs import is_json
 from app.restarts import Restarts
 from eventlog.db import LOG_FILE, connect
@@ -52,8 +50,8 @@ def stop_projectors(child: multiprocessing.process.BaseProcess) -> None:
             child.kill()
 
 
-class ViewsWatch:
-    """Readiness and errors of views kept by a projector process someone else runs."""
+class ProcessMonitor:
+    """Runs the projector process and restarts it if it dies; answers readiness and errors."""
 
     def __init__(self, data_dir: Path, projectors: list[Projector]) -> None:
         self.data_dir = data_dir
@@ -65,15 +63,10 @@ class ViewsWatch:
         finally:
             log.close()
         self._views = open_views(data_dir)
-
-    async def start(self) -> None:
-        """Wait (briefly) for the projector process, so a fresh server does not look degraded."""
-        deadline = time.monotonic() + STARTUP_WAIT_S
-        while not self._process_running() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-
-    async def stop(self) -> None:
-        self._views.close()
+        self._child: multiprocessing.process.BaseProcess | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._policy = Restarts()
+        self.restarts = 0
 
     def notify(self, seq: int) -> None:
         """The projector process polls the log; nothing to do here."""
@@ -87,12 +80,6 @@ class ViewsWatch:
                 self.ready.add(name)
         return name in self.ready
 
-    def _process_running(self) -> bool:
-        return projectors_running(self.data_dir)
-
-    def _process_problem(self) -> str:
-        return "the projector process is not running"
-
     @property
     def errors(self) -> dict[str, str]:
         found = {}
@@ -104,17 +91,6 @@ class ViewsWatch:
             found["process"] = self._process_problem()
         return found
 
-
-class ProcessMonitor(ViewsWatch):
-    """Runs the projector process itself (a single-process server) and restarts it if it dies."""
-
-    def __init__(self, data_dir: Path, projectors: list[Projector]) -> None:
-        super().__init__(data_dir, projectors)
-        self._child: multiprocessing.process.BaseProcess | None = None
-        self._watch: asyncio.Task[None] | None = None
-        self._policy = Restarts()
-        self.restarts = 0
-
     async def start(self) -> None:
         self._spawn()
         self._watch = asyncio.create_task(self._keep_alive())
@@ -125,7 +101,7 @@ class ProcessMonitor(ViewsWatch):
 
     async def _keep_alive(self) -> None:
         """A projector process that dies (OOM killer, a crash) is started again, at once
-        unless it keeps dying young (the same back-off as serve's supervisor)."""
+        unless it keeps dying young (app.restarts)."""
         while True:
             await asyncio.sleep(RESTART_CHECK_S)
             child = self._child
@@ -146,7 +122,12 @@ class ProcessMonitor(ViewsWatch):
                 await self._watch
         if self._child is not None:
             await asyncio.to_thread(stop_projectors, self._child)
-        await super().stop()
+        self._views.close()
+
+    @property
+    def pid(self) -> int | None:
+        """The projector process's pid (None before it starts)."""
+        return self._child.pid if self._child is not None else None
 
     def _process_running(self) -> bool:
         return self._child is not None and self._child.is_alive()

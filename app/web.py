@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from aiohttp import web
 
@@ -17,10 +17,9 @@ from app.middleware import (
     errors_as_json,
     install_parser_error_handler,
 )
-from app.views_monitor import ProcessMonitor, ViewsWatch
+from app.views_monitor import ProcessMonitor
 from eventlog.db import LOG_FILE, open_log
 from eventlog.writer import GroupCommitWriter
-from eventlog.writer_client import WriterClient
 from projections.base import Projector
 from projections.registry import all_projectors
 from projections.runner import Runner
@@ -50,17 +49,15 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-def create_app(
-    settings: Settings, projectors: list[Projector] | None = None, *, log_writer: Path | None = None
-) -> web.Application:
-    """The whole service; `projectors` defaults to every registered view.
+def create_app(settings: Settings, projectors: list[Projector] | None = None) -> web.Application:
+    """The whole service, as `notestore serve` runs it and the tests; `projectors` defaults
+    to every registered view.
 
-    On its own the app commits to the log from a thread of its own, and runs the
-    projectors in-process if given (tests) or else in a process it starts. As a worker
-    of `notestore serve` (app.supervisor) it is given the socket of the log's writer
-    process, and the supervisor runs the projector process and the migrations.
+    The app commits to the log from a thread of its own (GroupCommitWriter), and runs the
+    projectors in-process if given (tests) or else in a process it starts and restarts
+    (ProcessMonitor).
     """
-    install_parser_error_handler()  # for whichever runner serves it: tests', serve's workers
+    install_parser_error_handler()  # for whichever runner serves it: tests', serve's
     app = web.Application(
         middlewares=[errors_as_json],
         client_max_size=settings.max_body_bytes,
@@ -70,28 +67,20 @@ def create_app(
     app[SETTINGS] = settings
 
     async def log_and_views(app: web.Application) -> AsyncIterator[None]:
-        monitor: Runner | ViewsWatch
+        monitor: Runner | ProcessMonitor
         if projectors is not None:
             monitor = Runner(settings.data_dir, projectors, poll_interval=0.05)
-        elif log_writer is not None:
-            monitor = ViewsWatch(settings.data_dir, all_projectors())
         else:
             open_log(settings.data_dir).close()
             monitor = ProcessMonitor(settings.data_dir, all_projectors())
         app[RUNNER] = monitor
-        app[WRITER] = (
-            WriterClient(log_writer)
-            if log_writer is not None
-            else GroupCommitWriter(
-                settings.data_dir,
-                on_commit=monitor.notify,
-                on_batch=app[METRICS].batch_size.observe,
-            )
+        app[WRITER] = GroupCommitWriter(
+            settings.data_dir, on_commit=monitor.notify, on_batch=app[METRICS].batch_size.observe
         )
         await monitor.start()
         yield
         await monitor.stop()
-        app[WRITER].close()
+        await asyncio.to_thread(app[WRITER].close)  # commits what it was handed, then stops
 
     metrics.install(app)
     app.cleanup_ctx.append(log_and_views)

@@ -24,8 +24,7 @@ class Delivery:
     signature: str
     body: bytes
     intake: Intake
-    # For the hash chain: computed before the writer, and carried to the writer process
-    # with the rest (eventlog.wire) rather than hashed there again.
+    # For the hash chain: computed before the writer (off its thread), not hashed there.
     body_digest: str = ""
 
     def __post_init__(self) -> None:

@@ -3,9 +3,8 @@
 GroupCommitWriter is the in-process form (an app run on its own, tests): callers
 `await writer.append(delivery)`, which returns once the transaction holding the
 delivery is durable, or raises LogUnavailable; one writer thread commits, and the
-answers of one batch go back to the event loop in one call. `notestore serve` uses
-the log writer process instead (eventlog.writer_process), which shares commit_batch
-and the Checkpointer with it.
+answers of one batch go back to the event loop in one call. `notestore serve` and
+the tests both use it.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
 
 import structlog
 
@@ -58,16 +56,6 @@ def close_log(conn: sqlite3.Connection) -> None:
 
 class LogUnavailable(Exception):
     """The log could not commit (disk full, locked past the timeout, closed)."""
-
-
-class LogWriter(Protocol):
-    """What the receiver needs: GroupCommitWriter in-process, WriterClient in serve's workers."""
-
-    healthy: bool
-
-    async def append(self, delivery: Delivery) -> Outcome: ...
-
-    def close(self) -> None: ...
 
 
 Done = Callable[[Outcome | Exception], None]

@@ -1,17 +1,15 @@
 #!/usr/bin/env python
-"""Serve's shapes side by side: bare aiohttp, `notestore serve` (the process fabric), one process.
+"""Serve against bare aiohttp: `notestore serve` (one process) side by side with a bare server.
 
-Issue 13, item 5: the supervisor, worker and writer-process code stays only if this
-benchmark, run side by side with both, shows them winning on its targets. In each
-round (alternating the order of the shapes: A B C, C B A, ...) and at each connection
-count, three servers are started in turn, each on a fresh SQLite data directory:
+Issue 13, item 5: run at commit 7340156 with the process fabric (supervisor, workers, a
+log-writer process) as a third shape, this benchmark showed the fabric winning none of
+its targets, and the fabric was removed; `serve` is now the one process (its
+GroupCommitWriter thread, its query pool, the projector process it starts). In each
+round (alternating the order of the shapes) and at each connection count, the servers
+are started in turn, each on a fresh SQLite data directory:
 
   bare     scripts/bare_server.py: an aiohttp POST handler that only reads the body
-  serve    `notestore serve` as today: supervisor + workers + log-writer + projectors
-  one      the same app in one process: create_app(settings) without a log_writer
-           (its GroupCommitWriter thread, and the projector process it starts itself),
-           run by aiohttp's web.run_app from this file (`--one-process-child`), with
-           the logging and GC settings serve gives its workers
+  serve    `notestore serve`
 
 Each gets a warm-up (its own distinct bodies) and then a steady phase of distinct
 pre-signed deliveries (wrk, scripts/load.py). Measured: accepted req/s, CPU µs per
@@ -57,7 +55,7 @@ from soak_wal import descendants  # noqa: E402
 from eventlog.db import LOG_FILE  # noqa: E402
 from tests.server import Server, free_port, write_config  # noqa: E402
 
-SHAPES = ("bare", "serve", "one")
+SHAPES = ("bare", "serve")
 CPU_RATIO_TARGET = 5.0  # at 16 connections
 P99_TARGET_MS = {16: 15.0, 64: 50.0}
 
@@ -72,27 +70,6 @@ class Run:
     p99_ms: float
     processes: int
     problems: list[str] = field(default_factory=list)
-
-
-def one_process_child(config: str, port: int) -> None:
-    """The one-process shape: the app as create_app wires it, served by web.run_app."""
-    import gc
-
-    from aiohttp import web
-
-    from app.config import load_settings
-    from app.logs import configure_logging
-    from app.supervisor import GC_YOUNG_THRESHOLD
-    from app.web import create_app
-
-    settings = load_settings(config, port=port)
-    configure_logging()
-    gc.freeze()  # as serve does in each worker (app.supervisor._child)
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
-    web.run_app(
-        create_app(settings), host=settings.host, port=settings.port, backlog=1024,
-        print=None, access_log=None, shutdown_timeout=10,
-    )  # fmt: skip
 
 
 def tree_cpu(root: int) -> dict[int, float]:
@@ -125,19 +102,13 @@ def started(shape: str, folder: Path) -> Iterator[tuple[int, str]]:
         return
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    if shape == "bare":
-        command = [sys.executable, str(HERE / "bare_server.py"), str(port)]
-    else:
-        config = write_config(folder, SECRETS, {"t": ["*"]})
-        command = [sys.executable, __file__, "--one-process-child", str(config), str(port)]
+    command = [sys.executable, str(HERE / "bare_server.py"), str(port)]
     with (folder / f"{shape}.log").open("ab") as log:
         proc = subprocess.Popen(
             command, stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"}
         )
     try:
         wait_http(f"{url}/healthz")
-        if shape == "one":
-            wait_for_views(url, timeout=60)
         yield proc.pid, url
     finally:
         _stop(proc)
@@ -210,13 +181,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--bodies", type=int, default=80_000, help="distinct steady deliveries")
     parser.add_argument("--warm-bodies", type=int, default=20_000)
-    parser.add_argument(
-        "--one-process-child", nargs=2, metavar=("CONFIG", "PORT"), help=argparse.SUPPRESS
-    )
     args = parser.parse_args()
-    if args.one_process_child:
-        one_process_child(args.one_process_child[0], int(args.one_process_child[1]))
-        return 0
     started_at = time.monotonic()
     runs: dict[tuple[str, int], list[Run]] = {}
     ratios: dict[tuple[str, int], list[float]] = {}
@@ -228,8 +193,8 @@ def main() -> int:
         write_bodies(files["warm"][0], bodies[: args.warm_bodies])
         write_bodies(files["steady"][0], bodies[args.warm_bodies :])
         del bodies
-        print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start; serve "
-              f"runs its default workers; {args.warmup:g} s warm-up + {args.seconds:g} s steady per run")  # fmt: skip
+        print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start; "
+              f"{args.warmup:g} s warm-up + {args.seconds:g} s steady per run")  # fmt: skip
         for number in range(args.rounds):
             order = SHAPES if number % 2 == 0 else tuple(reversed(SHAPES))
             print(f"round {number + 1} ({' '.join(order)})", flush=True)
@@ -288,18 +253,6 @@ def summarise(
             print(f"  {shape:<6} {'ok  ' if ok else 'MISS'} {text}")
             if not ok:
                 failures.append(f"{shape}: {text}")
-    print("\nserve (the fabric) against one process, pair by pair")
-    for connections in args.connections:
-        fabric, one = runs[("serve", connections)], runs[("one", connections)]
-        pairs = list(zip(fabric, one, strict=True))
-        faster = sum(f.rate > o.rate for f, o in pairs)
-        cheaper = sum(f.cpu_us < o.cpu_us for f, o in pairs)
-        lower = sum(f.p99_ms < o.p99_ms for f, o in pairs)
-        rate = med(r.rate for r in fabric) / med(r.rate for r in one)
-        cpu = med(r.cpu_us for r in fabric) / med(r.cpu_us for r in one)
-        print(f"  c={connections:<3} serve/one: {rate:.2f}x the req/s (faster in {faster}/{len(pairs)}), "
-              f"{cpu:.2f}x the CPU per delivery (cheaper in {cheaper}/{len(pairs)}), "
-              f"lower p99 in {lower}/{len(pairs)}")  # fmt: skip
     return verdict(failures)
 
 

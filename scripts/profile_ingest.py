@@ -1,11 +1,14 @@
 #!/usr/bin/env python
 """Where ingest's CPU goes: microseconds of CPU per accepted delivery, per serve process.
 
+serve is one process (the event loop, the log's writer thread and the query pool) and
+the projector process it runs.
+
 Runs `notestore serve` under the same load as bench_ingest.py and reads each
 process's user and system time from /proc before and after (Linux). Not a pass/fail
 benchmark: a map of the cost, to choose what to work on next.
 
-    python scripts/profile_ingest.py [--seconds 8] [--workers 2] [--connections 64]
+    python scripts/profile_ingest.py [--seconds 8] [--connections 64]
 """
 
 from __future__ import annotations
@@ -40,20 +43,14 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 def roles(server: Server) -> dict[str, list[int]]:
     for line in server.log_path.read_text().splitlines():
         if '"serving"' in line:
-            pids = json.loads(line)["pids"]
-            return {
-                "workers (together)": pids["workers"],
-                "log writer": [pids["log_writer"]],
-                "projectors": [pids["projectors"]],
-                "supervisor": [server.proc.pid] if server.proc else [],
-            }
+            serving = json.loads(line)
+            return {"serve": [serving["pid"]], "projectors": [serving["projectors_pid"]]}
     raise SystemExit("serve logged no serving line")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8)
-    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--bodies", type=int, default=60_000)
     args = parser.parse_args()
@@ -61,7 +58,7 @@ def main() -> int:
         folder = Path(tmp)
         bodies = folder / "bodies.txt"
         write_bodies(bodies, signed_bodies(args.bodies))
-        config = write_config(folder, SECRETS, {"t": ["*"]}, workers=args.workers)
+        config = write_config(folder, SECRETS, {"t": ["*"]})
         with Server(config) as server:
             time.sleep(1)  # start-up work out of the way
             by_role = roles(server)
@@ -74,7 +71,7 @@ def main() -> int:
             after = {pid: cpu_seconds(pid) for pid in before}
     per = 1e6 / max(result.requests, 1)
     print(f"{result.rate:,.0f} req/s, p99 {result.p99_ms:.1f} ms, {result.requests:,} answered "
-          f"({result.non_2xx} not 200), {args.workers} workers")  # fmt: skip
+          f"({result.non_2xx} not 200)")  # fmt: skip
     print(f"{'process':<20} {'user µs':>8} {'sys µs':>8} {'cores':>6}   (per delivery; cores busy)")
     total = 0.0
     for role, pids in by_role.items():

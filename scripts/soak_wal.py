@@ -157,11 +157,9 @@ def serving_pids(log_path: Path) -> dict[int, str]:
         except ValueError:
             continue
         if entry.get("event") == "serving":
-            pids = entry["pids"]
-            roles.update({pid: f"worker{n}" for n, pid in enumerate(pids["workers"])})
-            roles[pids["log_writer"]] = "log_writer"
-            if pids.get("projectors"):
-                roles[pids["projectors"]] = "projectors"
+            roles[entry["pid"]] = "serve"
+            if entry.get("projectors_pid"):
+                roles[entry["projectors_pid"]] = "projectors"
     return roles
 
 
@@ -180,10 +178,10 @@ class Sampler:
             except FileNotFoundError:
                 files[name] = 0
         assert self.server.proc is not None
-        supervisor = self.server.proc.pid
-        roles = {supervisor: "supervisor", **serving_pids(self.server.log_path)}
+        serve = self.server.proc.pid
+        roles = {serve: "serve", **serving_pids(self.server.log_path)}
         rss = {}
-        for pid in descendants(supervisor):
+        for pid in descendants(serve):
             size = rss_bytes(pid)
             if size is None:
                 continue
@@ -196,7 +194,7 @@ class Sampler:
 
 
 def show(samples: list[Sample]) -> None:
-    roles = sorted({r for s in samples for r in s.rss}, key=lambda r: (r != "supervisor", r))
+    roles = sorted({r for s in samples for r in s.rss}, key=lambda r: (r != "serve", r))
     widths = [max(12, len(r) + 2) for r in roles]
     head = f"{'t (s)':>7} {'phase':<5}" + "".join(f"{n:>14}" for n in FILES)
     print(head + "".join(f"{r:>{w}}" for r, w in zip(roles, widths, strict=True)))

@@ -5,7 +5,7 @@
 - What aiohttp's HTTP parser refuses (bad header bytes, over-long lines, a malformed
   request line, broken body framing) is a JSON {"error": ...} that repeats none of the
   request's bytes, logged at INFO without a traceback, by the app as the tests run it
-  (AppRunner/TCPSite) and by `notestore serve`'s workers.
+  (AppRunner/TCPSite) and by `notestore serve` (web.run_app).
 - A body whose signature fails is refused without a word about it or about the apps.
 - Every 503 carries Retry-After.
 """
@@ -214,10 +214,10 @@ async def test_the_signature_covers_the_bytes_as_received_whatever_their_encodin
     assert (kept.status, kept.json()) == (200, {"accepted": 0, "duplicates": 0, "quarantined": 1})
 
 
-async def test_serves_workers_answer_the_parsers_refusals_as_json_and_log_them_at_info(
+async def test_serve_answers_the_parsers_refusals_as_json_and_logs_them_at_info(
     tmp_path: Path,
 ):
-    config = write_config(tmp_path, SECRETS, {k: list(v) for k, v in TOKENS.items()}, workers=1)
+    config = write_config(tmp_path, SECRETS, {k: list(v) for k, v in TOKENS.items()})
     with Server(config) as server:
         for request in MALFORMED.values():
             assert_refused_quietly(await send(server.port, request))

@@ -269,7 +269,7 @@ def _config(folder: Path, data_dir: str | None = None) -> Path:
         ("good", ["status"], {"NOTESTORE_APPS": '{"app": "s\\udcff"}'}, "NOTESTORE_APPS"),
         ("good", ["status"], {"NOTESTORE_TOKENS": '{"t": ["m\\udcff"]}'}, "NOTESTORE_TOKENS"),
         ("good", ["serve"], {"NOTESTORE_PORT": "abc"}, "NOTESTORE_PORT"),
-        ("good", ["status"], {"NOTESTORE_WORKERS": "0"}, "NOTESTORE_WORKERS"),
+        ("good", ["status"], {"NOTESTORE_WORKERS": "two"}, "NOTESTORE_WORKERS"),
         ("good", ["status"], {"NOTESTORE_CONFIG": "missing.toml"}, "NOTESTORE_CONFIG"),
         ("bad_port_in_file", ["status"], {}, "config file"),
     ],

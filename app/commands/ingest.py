@@ -16,8 +16,8 @@ from app.errors import NotestoreError
 from app.lock import hold_serve_lock
 from app.logs import configure_logging
 from app.send import send_file
+from app.serve import run
 from app.starter import write_starter
-from app.supervisor import Supervisor
 
 
 def _init_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,7 +72,7 @@ def serve(args: argparse.Namespace) -> int:
     if hold_serve_lock(settings.data_dir) is None:
         raise NotestoreError(f"another notestore serve is running on {settings.data_dir}")
     log.info("starting", host=settings.host, port=settings.port, data_dir=str(settings.data_dir))
-    return Supervisor(settings).run()
+    return run(settings)
 
 
 def _send_arguments(p: argparse.ArgumentParser) -> None:
