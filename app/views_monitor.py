@@ -113,7 +113,15 @@ class ProcessMonitor:
                 )  # fmt: skip
                 await asyncio.sleep(delay)
                 self.restarts += 1
-                self._spawn()
+                try:
+                    self._spawn()
+                except OSError as exc:  # no process to be had now (EMFILE, ENOMEM): try again
+                    log.error("projector_process_not_started", error=str(exc))
+
+    def stop_restarting(self) -> None:
+        """Serve is stopping: a projector process that exits now is not started again."""
+        if self._watch is not None:
+            self._watch.cancel()
 
     async def stop(self) -> None:
         if self._watch is not None:

@@ -79,11 +79,21 @@ def create_app(settings: Settings, projectors: list[Projector] | None = None) ->
         )
         await monitor.start()
         yield
-        await monitor.stop()
-        await asyncio.to_thread(app[WRITER].close)  # commits what it was handed, then stops
+        try:
+            await monitor.stop()
+        finally:
+            await asyncio.to_thread(app[WRITER].close)  # commits what it was handed, then stops
+
+    async def stop_restarting(app: web.Application) -> None:
+        # from the first moment of shutdown: a projector process that stops with serve (a
+        # signal to the whole process group, Ctrl-C) is not restarted while requests drain
+        monitor = app[RUNNER]
+        if isinstance(monitor, ProcessMonitor):
+            monitor.stop_restarting()
 
     metrics.install(app)
     app.cleanup_ctx.append(log_and_views)
+    app.on_shutdown.append(stop_restarting)
     api.add_routes(app)
     app.router.add_post("/webhooks/mobio", receiver.receive)
     app.router.add_get("/webhooks/mobio", receiver.online_check)

@@ -5,7 +5,8 @@ counts towards the next collection, which walks what is held:
 - a rebuild holding 20,000 entity states spent up to half its time in the collector
   (9,500 events/s with it, 20,000 without);
 - a note's history (84 events decoded) took a median 3.5 ms and a p99 of 21 ms with
-  it, and 2.2 ms and 4.6 ms without.
+  it, and 2.2 ms and 4.6 ms without. Queries no longer pause it: they run in serve's
+  query threads, and four overlapping pauses kept the collector off for good.
 Nothing decoded or folded refers back to itself, so reference counting frees it all
 when the work is done. The pause covers the whole process, every thread: pause
 around synchronous work (a pause held across an `await` would pause the collector

@@ -220,3 +220,33 @@ async def test_a_projector_process_dying_again_soon_is_restarted_after_a_pause(
         assert "process" not in monitor.errors
     finally:
         await monitor.stop()
+
+
+async def test_once_serve_is_stopping_a_projector_process_that_exits_is_not_restarted(
+    tmp_path, monkeypatch
+):
+    """A signal to the whole process group (Ctrl-C) stops the projector process too, while
+    serve is still answering what it holds: that is no death to restart after."""
+    import os
+    import signal
+
+    from app import views_monitor
+    from eventlog.db import open_log
+    from projections.registry import all_projectors
+
+    monkeypatch.setattr(views_monitor, "RESTART_CHECK_S", 0.05)
+    open_log(tmp_path).close()
+    monitor = views_monitor.ProcessMonitor(tmp_path, all_projectors())
+    await monitor.start()
+    try:
+        child = monitor._child
+        assert child is not None and child.pid is not None
+        monitor.stop_restarting()  # what serve's on_shutdown does
+        os.kill(child.pid, signal.SIGTERM)
+        await wait_for(lambda: not child.is_alive())
+        watch = monitor._watch
+        assert watch is not None
+        await wait_for(watch.done)  # the watch has ended: nothing is left to restart it
+        assert watch.cancelled() and monitor.restarts == 0 and monitor._child is child
+    finally:
+        await monitor.stop()

@@ -10,7 +10,6 @@ from app.queries.scope import Scope
 from eventlog.read import LogEvent, read_by_entity, read_from
 from projections.base import merchant_key
 from projections.fold import own_candidates
-from projections.gc_pause import gc_paused
 
 _ACTOR_FIELDS = frozenset({"updated_by", "created_by"})
 
@@ -41,7 +40,6 @@ def history_item(event: LogEvent) -> dict[str, Any]:
     }
 
 
-@gc_paused()
 def note_history(
     views: sqlite3.Connection,
     log: sqlite3.Connection,
@@ -94,7 +92,6 @@ def _about(event: LogEvent, note_id: str, comments: set[str]) -> bool:
     return event.entity_id == note_id or (event.entity is None and event.note_id == note_id)
 
 
-@gc_paused()
 def log_page(log: sqlite3.Connection, scope: Scope, after: int, limit: int) -> dict[str, Any]:
     events = read_from(log, after, limit + 1, scope.sql())
     more = len(events) > limit

@@ -14,7 +14,6 @@ from eventlog.read import read_by_entity
 from projections.base import merchant_key
 from projections.documents import note_document
 from projections.fold import EntityState
-from projections.gc_pause import gc_paused
 
 
 def get_note(
@@ -26,7 +25,6 @@ def get_note(
     return doc
 
 
-@gc_paused()  # decodes and folds every event of the note
 def note_as_of(
     log: sqlite3.Connection, scope: Scope, note_id: str, at: float, merchant: str | None = None
 ) -> dict[str, Any]:
