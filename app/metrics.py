@@ -69,16 +69,13 @@ class Metrics:
             buckets=BATCH_BUCKETS, registry=r,
         )  # fmt: skip
 
-    def tally(self, child: Counter, amount: float = 1) -> None:
-        child.inc(amount)
-
     def count_blocks(self, accepted: int, duplicates: int, quarantined: int) -> None:
         if accepted:
-            self.tally(self._blocks["accepted"], accepted)
+            self._blocks["accepted"].inc(accepted)
         if duplicates:
-            self.tally(self._blocks["duplicate"], duplicates)
+            self._blocks["duplicate"].inc(duplicates)
         if quarantined:
-            self.tally(self._blocks["quarantined"], quarantined)
+            self._blocks["quarantined"].inc(quarantined)
 
     def event_of_type(self, event_type: str) -> Counter:
         # unknown types share one label, so signed-but-odd input cannot grow the series

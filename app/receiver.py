@@ -51,26 +51,26 @@ async def receive(request: web.Request) -> web.Response:
     try:
         response = await _receive(request, started)
     except PayloadTooLarge:
-        metrics.tally(metrics.delivery["too_large"])
+        metrics.delivery["too_large"].inc()
         raise
     except Unauthorized:
-        metrics.tally(metrics.delivery["unauthorized"])
+        metrics.delivery["unauthorized"].inc()
         raise
     except Unavailable:
-        metrics.tally(metrics.delivery["unavailable"])
+        metrics.delivery["unavailable"].inc()
         raise
     finally:
         metrics.latency.observe(time.perf_counter() - started)
-    metrics.tally(metrics.delivery["ok"])
+    metrics.delivery["ok"].inc()
     return response
 
 
 def _count(metrics: Metrics, outcome: Outcome) -> None:
     metrics.count_blocks(outcome.accepted, outcome.duplicates, outcome.quarantined)
     for reason in outcome.reasons:
-        metrics.tally(metrics.quarantined.labels(reason))
+        metrics.quarantined.labels(reason).inc()
     for event_type in outcome.event_types:
-        metrics.tally(metrics.event_of_type(event_type))
+        metrics.event_of_type(event_type).inc()
 
 
 async def _receive(request: web.Request, started: float) -> web.Response:

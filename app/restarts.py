@@ -22,7 +22,6 @@ class Restarts:
         self._clock = clock
         self._started: dict[str, float] = {}
         self._young_deaths: dict[str, int] = {}
-        self._due: dict[str, float] = {}  # dead children and when to start them again
 
     def started(self, child: str) -> None:
         self._started[child] = self._clock()
@@ -33,14 +32,4 @@ class Restarts:
         if now - self._started.get(child, now) >= QUICK_S:
             self._young_deaths[child] = 0
         deaths = self._young_deaths[child] = self._young_deaths.get(child, 0) + 1
-        delay = 0.0 if deaths == 1 else min(MAX_DELAY_S, FIRST_DELAY_S * 2 ** (deaths - 2))
-        self._due[child] = now + delay
-        return delay
-
-    def due(self) -> list[str]:
-        """The dead children whose wait is over, taken off the waiting list."""
-        now = self._clock()
-        ready = [child for child, at in self._due.items() if at <= now]
-        for child in ready:
-            del self._due[child]
-        return ready
+        return 0.0 if deaths == 1 else min(MAX_DELAY_S, FIRST_DELAY_S * 2 ** (deaths - 2))

@@ -26,7 +26,6 @@ from projections.store import last_error, live_row, open_views
 
 log = structlog.get_logger("notestore.projections")
 RESTART_CHECK_S = 1.0
-STARTUP_WAIT_S = 10.0
 
 
 def spawn_projectors(data_dir: Path) -> multiprocessing.process.BaseProcess:

@@ -17,7 +17,7 @@ from projections.runner import Runner
 
 POLL_S = 0.02  # a cheap max(seq) query; bounds how stale views get
 COALESCE_S = 0.02
-# Normal priority, on purpose. Measured with serve's workers (scripts/bench_freshness.py,
+# Normal priority, on purpose. Measured when serve had worker processes (bench_freshness.py,
 # half the maximum ingest rate): SCHED_IDLE gave a freshness p99 of 1.4 s, nice 10 0.8 s,
 # nice 0 85 ms, while ingest throughput moved within the noise.
 
@@ -41,7 +41,7 @@ def main(data_dir: str, parent: int, json_logs: bool) -> None:
 
     configure_logging(json_logs)
     # One projector process per data directory: a replacement waits for its predecessor
-    # (which leaves within half a second of losing its parent). Workers check this lock.
+    # (which leaves within half a second of losing its parent).
     lock = wait_lock(Path(data_dir) / PROJECTORS_LOCK)
     try:
         asyncio.run(_run(Path(data_dir), parent))

@@ -125,16 +125,3 @@ async def test_view_lag_shows_events_not_yet_applied(aiohttp_client, settings):
     for view in ("notes", "comments", "mentions"):
         assert value(metrics, "notestore_view_checkpoint", view=view) == 5, view
         assert value(metrics, "notestore_view_lag_events", view=view) == 0, view
-
-
-async def test_delivery_counts_reach_the_counters_at_once() -> None:
-    from app.metrics import Metrics
-
-    metrics = Metrics()
-    ok, accepted = metrics.delivery["ok"], metrics._blocks["accepted"]
-    start, accepted_before = ok._value.get(), accepted._value.get()
-    for _ in range(3):
-        metrics.tally(ok)
-    metrics.count_blocks(accepted=2, duplicates=0, quarantined=1)
-    assert ok._value.get() == start + 3
-    assert accepted._value.get() == accepted_before + 2

@@ -21,6 +21,7 @@ from tests.helpers import (
     make_block,
     make_body,
     signature,
+    wait_for,
     wait_until,
 )
 from tests.server import Server, write_config
@@ -108,10 +109,12 @@ async def test_sigterm_during_a_burst_answers_no_503_and_stops_the_projectors(
 
     async with aiohttp.ClientSession() as session:
         burst = asyncio.gather(*(fire(session) for _ in range(16)))
-        await asyncio.sleep(0.5)
+        await wait_for(lambda: len(acked) >= 50, 30, "the burst under way")
         assert server.proc is not None
         server.proc.send_signal(signal.SIGTERM)
+        answered_before = len(statuses)
         await burst
+    assert len(statuses) > answered_before  # requests in flight at the signal were answered
     assert server.proc.wait(timeout=30) == 0
     # requests in flight are answered and the writer commits what it was handed
     assert statuses and set(statuses) == {200}

@@ -175,7 +175,7 @@ async def test_serve_restarts_a_projector_process_that_dies(tmp_path):
 async def test_a_projector_process_dying_again_soon_is_restarted_after_a_pause(
     tmp_path, monkeypatch
 ):
-    """ProcessMonitor (an app run on its own) backs off as serve's supervisor does.
+    """ProcessMonitor (serve's, and an app run on its own) backs off when the child dies young.
 
     What the monitor decided is observed, not how long it took: the restart policy's
     own timing is tested with a fake clock in test_restarts.py.
