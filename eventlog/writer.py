@@ -1,9 +1,9 @@
 """Group commit: whatever deliveries are waiting are committed as one transaction.
 
-GroupCommitWriter: callers `await writer.append(delivery)`, which returns once the transaction holding the
-delivery is durable, or raises LogUnavailable; one writer thread commits, and the
-answers of one batch go back to the event loop in one call. `notestore serve` and
-the tests both use it.
+GroupCommitWriter: callers `await writer.append(delivery)`, which returns once the
+transaction holding the delivery is durable, or raises LogUnavailable; one writer
+thread commits, and the answers of one batch go back to the event loop in one call.
+`notestore serve` and the tests both use it.
 """
 
 from __future__ import annotations
