@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, field
+from typing import Any
 
 from eventlog import chain
 from eventlog.intake import Intake, NewEvent, Rejected
@@ -65,10 +66,7 @@ class Batch:
 
     def add_request(self, d: Delivery) -> int:
         self.request_id += 1
-        values = (
-            self.request_id, d.received_at, d.app_id, d.secret_fingerprint, d.signature,
-            d.intake.request_id, d.body,
-        )  # fmt: skip
+        values = request_values(self.request_id, d)
         self.request_hash = chain.link(self.request_hash, values, d.body_digest)
         self.conn.execute(
             "INSERT INTO requests (id, received_at, app_id, secret_fingerprint, signature,"
@@ -81,11 +79,7 @@ class Batch:
         self, ev: NewEvent, app_id: str, request_id: str | None, ref: int, at: float
     ) -> int:
         self.seq += 1
-        values = (
-            self.seq, ev.message_id, ev.content_hash, ev.event_type, ev.entity, ev.entity_id,
-            ev.note_id, ev.merchant_id, app_id, request_id, ref, ev.action_time,
-            ev.created_time, at, ev.block,
-        )  # fmt: skip
+        values = event_values(self.seq, ev, app_id, request_id, ref, at)
         self.event_hash = chain.link(self.event_hash, values, ev.block_digest)
         self.conn.execute(
             f"INSERT INTO events ({', '.join(chain.EVENT_COLUMNS)}, hash)"
@@ -95,19 +89,47 @@ class Batch:
         return self.seq
 
 
+# The rows every backend writes, in one place: the hash chains link these very values, so
+# the same deliveries give the same hashes on SQLite and PostgreSQL (eventlog.pg_log).
+
+
+def request_values(request_id: int, d: Delivery) -> tuple[Any, ...]:
+    """A request's columns before its hash, in the order the chain links them."""
+    return (
+        request_id, d.received_at, d.app_id, d.secret_fingerprint, d.signature,
+        d.intake.request_id, d.body,
+    )  # fmt: skip
+
+
+def event_values(
+    seq: int, ev: NewEvent, app_id: str, request_id: str | None, ref: int, at: float
+) -> tuple[Any, ...]:
+    """An event's columns before its hash, in chain.EVENT_COLUMNS order."""
+    return (
+        seq, ev.message_id, ev.content_hash, ev.event_type, ev.entity, ev.entity_id,
+        ev.note_id, ev.merchant_id, app_id, request_id, ref, ev.action_time,
+        ev.created_time, at, ev.block,
+    )  # fmt: skip
+
+
+def quarantine_values(item: Rejected, ref: int | None, at: float) -> tuple[Any, ...]:
+    """A quarantine row's columns after its id."""
+    return (
+        item.content_hash, item.reason, item.detail, item.kind, item.message_id, item.payload,
+        ref, at,
+    )  # fmt: skip
+
+
+def conflict(ev: NewEvent, logged_seq: int) -> Rejected:
+    """What a message_id the merchant logged before, with other content, goes to quarantine as."""
+    detail = f"message_id {ev.message_id} is in the log (seq {logged_seq}) with other content"
+    return Rejected("conflict", detail, ev.block, "block", ev.message_id)
+
+
 def quarantine(conn: sqlite3.Connection, item: Rejected, ref: int | None, at: float) -> None:
     """Keep a rejected item once per content (a redelivered bad body adds no row)."""
     # NOT EXISTS rather than ON CONFLICT: the no-replace trigger refuses any colliding insert.
-    row = (
-        item.content_hash,
-        item.reason,
-        item.detail,
-        item.kind,
-        item.message_id,
-        item.payload,
-        ref,
-        at,
-    )
+    row = quarantine_values(item, ref, at)
     conn.execute(
         "INSERT INTO quarantine (content_hash, reason, detail, kind, message_id, payload,"
         " request_ref, received_at) SELECT ?, ?, ?, ?, ?, ?, ?, ?"
@@ -152,10 +174,7 @@ def add_events(
         elif seen[1] == ev.content_hash:
             outcome.duplicates += 1
         else:
-            detail = f"message_id {ev.message_id} is in the log (seq {seen[0]}) with other content"
-            quarantine(
-                conn, Rejected("conflict", detail, ev.block, "block", ev.message_id), ref, at
-            )
+            quarantine(conn, conflict(ev, seen[0]), ref, at)
             outcome.quarantined += 1
             outcome.reasons.append("conflict")
 

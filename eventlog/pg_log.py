@@ -24,8 +24,14 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from eventlog import chain
-from eventlog.append import Delivery, Outcome
-from eventlog.intake import NewEvent, Rejected
+from eventlog.append import (
+    Delivery,
+    Outcome,
+    conflict,
+    event_values,
+    quarantine_values,
+    request_values,
+)
 from eventlog.read import LogEvent
 from eventlog.store import unstorable
 
@@ -93,14 +99,11 @@ def _plan(
         outcome = Outcome()
         h.request_id += 1
         ref = h.request_id
-        values = (
-            ref, d.received_at, d.app_id, d.secret_fingerprint, d.signature,
-            d.intake.request_id, d.body,
-        )  # fmt: skip
+        values = request_values(ref, d)
         h.request_hash = chain.link(h.request_hash, values, d.body_digest)
         rows.requests.append((*values, h.request_hash))
         for item in d.intake.rejected:
-            rows.quarantine.append(_quarantine_row(item, ref, d.received_at))
+            rows.quarantine.append(quarantine_values(item, ref, d.received_at))
             outcome.quarantined += 1
             outcome.reasons.append(item.reason)
         for ev in d.intake.events:
@@ -108,7 +111,9 @@ def _plan(
             seen = logged.get(key)
             if seen is None:
                 h.seq += 1
-                ev_values = _event_values(h.seq, ev, d, ref)
+                ev_values = event_values(
+                    h.seq, ev, d.app_id, d.intake.request_id, ref, d.received_at
+                )
                 h.event_hash = chain.link(h.event_hash, ev_values, ev.block_digest)
                 rows.events.append((*ev_values, h.event_hash))
                 logged[key] = (h.seq, ev.content_hash)
@@ -118,31 +123,13 @@ def _plan(
             elif seen[1] == ev.content_hash:
                 outcome.duplicates += 1
             else:
-                detail = (
-                    f"message_id {ev.message_id} is in the log (seq {seen[0]}) with other content"
+                rows.quarantine.append(
+                    quarantine_values(conflict(ev, seen[0]), ref, d.received_at)
                 )
-                conflict = Rejected("conflict", detail, ev.block, "block", ev.message_id)
-                rows.quarantine.append(_quarantine_row(conflict, ref, d.received_at))
                 outcome.quarantined += 1
                 outcome.reasons.append("conflict")
         rows.outcomes.append(outcome)
     return rows
-
-
-def _event_values(seq: int, ev: NewEvent, d: Delivery, ref: int) -> tuple[Any, ...]:
-    """An event's columns in chain.EVENT_COLUMNS order (as eventlog.append.Batch.add_event)."""
-    return (
-        seq, ev.message_id, ev.content_hash, ev.event_type, ev.entity, ev.entity_id,
-        ev.note_id, ev.merchant_id, d.app_id, d.intake.request_id, ref, ev.action_time,
-        ev.created_time, d.received_at, ev.block,
-    )  # fmt: skip
-
-
-def _quarantine_row(item: Rejected, ref: int, at: float) -> tuple[Any, ...]:
-    return (
-        item.content_hash, item.reason, item.detail, item.kind, item.message_id, item.payload,
-        ref, at,
-    )  # fmt: skip
 
 
 def _events(rows: Iterable[tuple[Any, ...]]) -> list[LogEvent]:
