@@ -39,6 +39,15 @@ def _must_encode(text: str, what: str) -> None:
         raise ValueError(f"{what} is not valid Unicode text (a lone surrogate)") from None
 
 
+def _nonempty_strings(value: Any) -> bool:
+    """A non-empty list of non-empty strings (a TOML array, or a JSON one)."""
+    return (
+        isinstance(value, list | tuple)
+        and bool(value)
+        and all(isinstance(item, str) and item for item in value)
+    )
+
+
 class AppConfig(BaseModel):
     """One Mobio app: its secrets (several while rotating) and, if bound, its merchants."""
 
@@ -55,21 +64,13 @@ class AppConfig(BaseModel):
         table = entry if isinstance(entry, dict) else {"secrets": entry}
         secrets = table.get("secrets")
         listed = [secrets] if isinstance(secrets, str) else secrets
-        if (
-            not isinstance(listed, list | tuple)
-            or not listed
-            or not all(isinstance(s, str) and s for s in listed)
-        ):
+        if not _nonempty_strings(listed):
             raise ValueError(f"app {app_id!r} needs a secret (a non-empty string or list of them)")
         _must_encode(app_id, "an app id")
         for secret in listed:
             _must_encode(secret, f"a secret of app {app_id!r}")
         merchants = table.get("merchants")
-        if merchants is not None and (
-            not isinstance(merchants, list | tuple)
-            or not merchants
-            or not all(isinstance(m, str) and m for m in merchants)
-        ):
+        if merchants is not None and not _nonempty_strings(merchants):
             raise ValueError(f"app {app_id!r}: merchants must be a non-empty list of merchant ids")
         if merchants is not None and "*" in merchants:
             raise ValueError(
