@@ -14,7 +14,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -39,7 +39,7 @@ def _must_encode(text: str, what: str) -> None:
         raise ValueError(f"{what} is not valid Unicode text (a lone surrogate)") from None
 
 
-def _nonempty_strings(value: Any) -> bool:
+def _nonempty_strings(value: Any) -> TypeGuard[list[str] | tuple[str, ...]]:
     """A non-empty list of non-empty strings (a TOML array, or a JSON one)."""
     return (
         isinstance(value, list | tuple)
