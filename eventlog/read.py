@@ -54,7 +54,7 @@ def read_from(
     conn: sqlite3.Connection,
     after_seq: int,
     limit: int = 1000,
-    where: tuple[str, tuple[Any, ...]] = ("1", ()),
+    where: tuple[str, tuple[Any, ...]] = ("TRUE", ()),
 ) -> list[LogEvent]:
     """Events with seq > after_seq (and the extra SQL condition), in seq order, at most `limit`."""
     condition, params = where

@@ -149,7 +149,7 @@ class SQLiteLogStore:
     def read_from(
         self, after_seq: int, limit: int = 1000, merchants: frozenset[str] | None = None
     ) -> list[LogEvent]:
-        where: tuple[str, tuple[object, ...]] = ("1", ())
+        where: tuple[str, tuple[object, ...]] = ("TRUE", ())
         if merchants is not None:
             ordered = tuple(sorted(merchants))
             where = (f"merchant_id IN ({', '.join('?' * len(ordered))})", ordered)

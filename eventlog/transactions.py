@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeVar
+
+from eventlog.dbapi import Connection
+
+C = TypeVar("C", bound=Connection)
 
 
 @contextmanager
-def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """Take the write lock up front (no upgrade deadlocks), commit if the block completes."""
+def immediate(conn: C) -> Iterator[C]:
+    """Take the write lock up front (no upgrade deadlocks), commit if the block completes.
+    (On PostgreSQL, eventlog.pg_conn makes the lock an advisory lock of the store.)"""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn

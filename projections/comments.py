@@ -35,7 +35,7 @@ class CommentsProjector(EntityProjector):
             # A thread is one range of this index, already in display order: a comment is on
             # the note of its own merchant only.
             f"CREATE INDEX comments_{g}_thread ON comments{suffix}"
-            " (merchant_id, note_id, created_time IS NULL, created_time, comment_id)",
+            " (merchant_id, note_id, (created_time IS NULL), created_time, comment_id)",
             f"CREATE INDEX comments_{g}_note ON comments{suffix} (note_id)",
         ]
 

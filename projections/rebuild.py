@@ -34,7 +34,7 @@ def _drop(views: sqlite3.Connection, projector: Projector, suffix: str) -> None:
 def _next_generation(views: sqlite3.Connection, name: str) -> int:
     row = views.execute(
         "SELECT max(generation) FROM (SELECT generation FROM projectors WHERE name = ?"
-        " UNION ALL SELECT generation FROM rebuilds WHERE name = ?)",
+        " UNION ALL SELECT generation FROM rebuilds WHERE name = ?) AS g",
         (name, name),
     ).fetchone()
     return int(row[0] or 0) + 1

@@ -1,4 +1,5 @@
-"""views.db: its connection, and each projector's position, version and last error."""
+"""Where the views live (views.db under data_dir, or the `notestore_views` schema of a
+PostgreSQL database), and each projector's position, version and last error."""
 
 from __future__ import annotations
 
@@ -7,8 +8,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+from psycopg import sql as pgsql
+
+from eventlog.dbapi import Connection
+from eventlog.pg_conn import PgConnection
+from eventlog.transactions import immediate
+
 VIEWS_FILE = "views.db"
 BUSY_TIMEOUT_MS = 30_000
+# On PostgreSQL: the schema holding every view (the service role owns it: a rebuild's swap
+# drops and renames tables), and the advisory lock that serialises its writers.
+VIEWS_SCHEMA = "notestore_views"
+VIEWS_WRITE_LOCK = 0x6E6F7465_76696577  # "noteview"
 
 _BOOKKEEPING = [
     """CREATE TABLE IF NOT EXISTS projectors (
@@ -60,14 +72,31 @@ def open_views(data_dir: Path | str) -> sqlite3.Connection:
     return conn
 
 
-def position(conn: sqlite3.Connection, name: str, target: Target) -> int | None:
+def open_pg_views(url: str) -> PgConnection:
+    """The views in `VIEWS_SCHEMA` of the database at `url`, created if missing."""
+    raw = psycopg.connect(url, autocommit=True)
+    try:
+        conn = PgConnection(raw, write_lock=VIEWS_WRITE_LOCK, search_path=VIEWS_SCHEMA)
+        with immediate(conn):  # two instances starting at once create them once
+            raw.execute(
+                pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(VIEWS_SCHEMA))
+            )
+            for statement in _BOOKKEEPING:
+                conn.execute(statement)
+    except BaseException:
+        raw.close()
+        raise
+    return conn
+
+
+def position(conn: Connection, name: str, target: Target) -> int | None:
     row = conn.execute(
         f"SELECT checkpoint FROM {target.positions} WHERE name = ?", (name,)
     ).fetchone()
     return int(row[0]) if row else None
 
 
-def set_position(conn: sqlite3.Connection, name: str, target: Target, seq: int) -> None:
+def set_position(conn: Connection, name: str, target: Target, seq: int) -> None:
     conn.execute(f"UPDATE {target.positions} SET checkpoint = ? WHERE name = ?", (seq, name))
 
 
@@ -80,7 +109,7 @@ class ProjectorRow:
     built_at: float
 
 
-def live_row(conn: sqlite3.Connection, name: str) -> ProjectorRow | None:
+def live_row(conn: Connection, name: str) -> ProjectorRow | None:
     row = conn.execute(
         "SELECT name, version, checkpoint, generation, built_at FROM projectors WHERE name = ?",
         (name,),
@@ -97,7 +126,7 @@ class ProjectorError:
 
 
 def record_error(
-    conn: sqlite3.Connection, name: str, seq: int | None, message_id: str | None, error: str
+    conn: Connection, name: str, seq: int | None, message_id: str | None, error: str
 ) -> None:
     conn.execute(
         "INSERT INTO projector_errors (name, seq, message_id, error, at) VALUES (?, ?, ?, ?, ?)"
@@ -107,11 +136,11 @@ def record_error(
     )
 
 
-def clear_error(conn: sqlite3.Connection, name: str) -> None:
+def clear_error(conn: Connection, name: str) -> None:
     conn.execute("DELETE FROM projector_errors WHERE name = ?", (name,))
 
 
-def last_error(conn: sqlite3.Connection, name: str) -> ProjectorError | None:
+def last_error(conn: Connection, name: str) -> ProjectorError | None:
     row = conn.execute(
         "SELECT seq, message_id, error, at FROM projector_errors WHERE name = ?", (name,)
     ).fetchone()

@@ -19,7 +19,7 @@ class Scope:
     def sql(self, column: str = "merchant_id") -> tuple[str, tuple[object, ...]]:
         """An SQL condition (with its parameters) limiting rows to this scope."""
         if self.merchants is None:
-            return "1", ()
+            return "TRUE", ()
         return f"{column} IN ({', '.join('?' * len(self.merchants))})", tuple(
             sorted(self.merchants)
         )

@@ -1,0 +1,86 @@
+"""A psycopg connection with sqlite3's surface (eventlog.dbapi.Connection), so that the SQL
+of the log's readers, the projectors and the queries serves PostgreSQL as it is.
+
+What it translates, and nothing more:
+- `?` marks become `%s`, and a literal `%` is doubled, in a statement given parameters (one
+  given none is sent as it is, as psycopg does). Our SQL never holds a `?` inside a string
+  literal.
+- `BEGIN IMMEDIATE` (SQLite: take the database's write lock up front) becomes BEGIN plus a
+  transaction-scoped advisory lock on `write_lock`: writers of one store are serialised
+  exactly as on SQLite, which the projectors rely on (a checkpoint read inside the write
+  transaction is never read by two writers at once).
+- In CREATE TABLE: REAL is `double precision` (PostgreSQL's REAL has 24 bits: epoch
+  seconds would lose their fractions), INTEGER is `bigint`, TEXT sorts bytewise (`COLLATE
+  "C"`, as SQLite's default BINARY: a keyset cursor, and every tie broken by an id, orders
+  the same on both backends), and SQLite's `WITHOUT ROWID` storage hint is dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import psycopg
+from psycopg import sql as pgsql
+from psycopg.pq import TransactionStatus
+
+_TYPES = {"REAL": "DOUBLE PRECISION", "INTEGER": "BIGINT", "TEXT": 'TEXT COLLATE "C"'}
+_TYPE_WORD = re.compile(r"\b(REAL|INTEGER|TEXT)\b")
+
+
+@lru_cache(maxsize=512)
+def translate(statement: str, with_parameters: bool = True) -> str:
+    """A statement written for SQLite, as PostgreSQL takes it."""
+    if statement.lstrip().upper().startswith("CREATE TABLE"):
+        statement = _TYPE_WORD.sub(lambda m: _TYPES[m.group(1)], statement)
+        statement = re.sub(r"\)\s*WITHOUT ROWID\s*$", ")", statement)
+    if not with_parameters:
+        return statement
+    return statement.replace("%", "%%").replace("?", "%s")
+
+
+class PgConnection:
+    """One psycopg connection in autocommit mode: transactions are explicit, as with sqlite3."""
+
+    backend = "postgresql"
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        *,
+        write_lock: int,
+        search_path: str | None = None,
+    ) -> None:
+        self.raw = conn
+        self.raw.autocommit = True
+        self.write_lock = write_lock
+        if search_path is not None:
+            conn.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(search_path)))
+
+    @classmethod
+    def connect(cls, url: str, *, write_lock: int, search_path: str | None = None) -> PgConnection:
+        return cls(psycopg.connect(url, autocommit=True), write_lock=write_lock,
+                   search_path=search_path)  # fmt: skip
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
+        if sql == "BEGIN IMMEDIATE":
+            self.raw.execute("BEGIN")
+            return self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (self.write_lock,))
+        if not parameters:
+            return self.raw.execute(translate(sql, False))
+        return self.raw.execute(translate(sql), parameters)
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]], /) -> None:
+        rows = list(seq_of_parameters)
+        if rows:
+            with self.raw.cursor() as cur:
+                cur.executemany(translate(sql), rows)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.info.transaction_status != TransactionStatus.IDLE
+
+    def close(self) -> None:
+        self.raw.close()
