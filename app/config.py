@@ -26,6 +26,7 @@ from pydantic_settings import (
 )
 
 from app.errors import ConfigError
+from projections.storage import Storage
 
 DEFAULT_CONFIG = "notestore.toml"
 
@@ -86,6 +87,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NOTESTORE_", frozen=True, extra="forbid")
 
     data_dir: Path = Path("data")
+    # postgresql://user:password@host:port/db: the log and the views live there, and data_dir
+    # holds only local files. Unset: SQLite files under data_dir.
+    database_url: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
@@ -125,6 +129,10 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         file_values = _FILE_VALUES.get(id(settings_cls), {})
         return (init_settings, env_settings, InitSettingsSource(settings_cls, file_values))
+
+    @property
+    def storage(self) -> Storage:
+        return Storage(self.data_dir, self.database_url)
 
     @property
     def events_path(self) -> Path:
