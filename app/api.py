@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -10,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 from aiohttp import web
 
 from app.errors import BadRequest, Unavailable
@@ -18,38 +20,60 @@ from app.middleware import RETRY_AFTER_S, json_response
 from app.queries import history, mentions, notes, params
 from app.queries.merchants import Ambiguous
 from app.queries.scope import Scope, scope_for
-from eventlog.db import LOG_FILE, connect
-from projections.store import open_views
+from eventlog.dbapi import DATABASE_ERRORS, Connection, is_broken
+from projections.storage import Storage
 
 T = TypeVar("T")
 
 
 QUERY_THREADS = 4
+UNREADABLE = "the database cannot be read right now; try again shortly"
+
+
+# A database that cannot be reached or read now (a PostgreSQL server restarting, SQLite
+# locked past its timeout): the query is answered 503, and the connections opened again.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    sqlite3.OperationalError,
+    psycopg.OperationalError,
+)
 
 
 class Reader:
-    """Runs the (synchronous SQLite) queries in a small thread pool, off the event loop, so a
-    slow query never delays a webhook's answer. Each pool thread has connections of its own
+    """Runs the (synchronous) queries in a small thread pool, off the event loop, so a slow
+    query never delays a webhook's answer. Each pool thread has connections of its own
     (reads never wait on the writers in WAL); no connection is used by two threads."""
 
-    def __init__(self, data_dir: Path, threads: int = QUERY_THREADS) -> None:
-        self.data_dir = data_dir
+    def __init__(self, storage: Storage | Path, threads: int = QUERY_THREADS) -> None:
+        self.storage = storage if isinstance(storage, Storage) else Storage(storage)
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="query")
         self._local = threading.local()
-        self._opened: list[tuple[sqlite3.Connection, sqlite3.Connection]] = []
+        self._opened: list[tuple[Connection, Connection]] = []
         self._lock = threading.Lock()
 
-    def connections(self) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    def connections(self) -> tuple[Connection, Connection]:
         """This thread's (views, log) connections, opened on first use."""
-        pair: tuple[sqlite3.Connection, sqlite3.Connection] | None = getattr(
-            self._local, "pair", None
-        )
+        pair: tuple[Connection, Connection] | None = getattr(self._local, "pair", None)
         if pair is None:
-            pair = (open_views(self.data_dir), connect(self.data_dir / LOG_FILE, readonly=True))
+            views = self.storage.views()
+            try:
+                pair = (views, self.storage.log_reader())
+            except BaseException:
+                views.close()
+                raise
             self._local.pair = pair
             with self._lock:
                 self._opened.append(pair)
         return pair
+
+    def _forget(self, pair: tuple[Connection, Connection]) -> None:
+        """Close this thread's connections; the next query opens new ones."""
+        self._local.pair = None
+        with self._lock:
+            if pair in self._opened:
+                self._opened.remove(pair)
+        for conn in pair:
+            with contextlib.suppress(*DATABASE_ERRORS):
+                conn.close()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """fn(*args) in the pool."""
@@ -59,8 +83,16 @@ class Reader:
         """fn(views, log, *args) in the pool, with that thread's connections."""
 
         def run() -> T:
-            views, log = self.connections()
-            return fn(views, log, *args)
+            try:
+                pair = self.connections()
+            except UNAVAILABLE_ERRORS:
+                raise Unavailable(UNREADABLE, RETRY_AFTER_S) from None
+            try:
+                return fn(*pair, *args)
+            except UNAVAILABLE_ERRORS:
+                if any(is_broken(conn) for conn in pair):
+                    self._forget(pair)
+                raise Unavailable(UNREADABLE, RETRY_AFTER_S) from None
 
         return await self.call(run)
 
@@ -74,7 +106,7 @@ class Reader:
 
 
 async def open_reader(app: web.Application) -> AsyncIterator[None]:
-    reader = Reader(app[SETTINGS].data_dir)
+    reader = Reader(app[SETTINGS].storage)
     app[READER] = reader
     yield
     await asyncio.to_thread(reader.close)

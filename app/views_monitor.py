@@ -1,8 +1,9 @@
 """The projector process of `notestore serve` (and of an app run on its own): started,
 restarted when it dies (app.restarts), stopped; and what the web side knows of the views.
 
-Readiness and errors are read from views.db (checkpoints and recorded errors), so
-/healthz and the 503s of the query routes reflect the projector process.
+Readiness and errors are read from the views (checkpoints and recorded errors), so
+/healthz and the 503s of the query routes reflect the projector process (on PostgreSQL,
+whichever instance's process runs them).
 """
 
 from __future__ import annotations
@@ -18,22 +19,23 @@ import structlog
 
 from app.logs import is_json
 from app.restarts import Restarts
-from eventlog.db import LOG_FILE, connect
+from eventlog.dbapi import DATABASE_ERRORS, Connection
 from eventlog.read import head_seq
 from projections import process
 from projections.base import Projector
-from projections.store import last_error, live_row, open_views
+from projections.storage import Storage
+from projections.store import last_error, live_row
 
 log = structlog.get_logger("notestore.projections")
 RESTART_CHECK_S = 1.0
 
 
-def spawn_projectors(data_dir: Path) -> multiprocessing.process.BaseProcess:
+def spawn_projectors(storage: Storage) -> multiprocessing.process.BaseProcess:
     """Start the projector process; it exits by itself when this process dies."""
     context = multiprocessing.get_context("spawn")
     child = context.Process(
         target=process.main,
-        args=(str(data_dir), os.getpid(), is_json()),
+        args=(str(storage.data_dir), storage.database_url, os.getpid(), is_json()),
         name="notestore-projectors",
         daemon=True,
     )
@@ -52,16 +54,16 @@ def stop_projectors(child: multiprocessing.process.BaseProcess) -> None:
 class ProcessMonitor:
     """Runs the projector process and restarts it if it dies; answers readiness and errors."""
 
-    def __init__(self, data_dir: Path, projectors: list[Projector]) -> None:
-        self.data_dir = data_dir
+    def __init__(self, storage: Storage | Path, projectors: list[Projector]) -> None:
+        self.storage = storage if isinstance(storage, Storage) else Storage(storage)
         self.projectors = projectors
         self.ready: set[str] = set()
-        log = connect(data_dir / LOG_FILE, readonly=True)
+        log = self.storage.log_reader()
         try:
             self.startup_head = head_seq(log)
         finally:
             log.close()
-        self._views = open_views(data_dir)
+        self._views: Connection | None = self.storage.views()
         self._child: multiprocessing.process.BaseProcess | None = None
         self._watch: asyncio.Task[None] | None = None
         self._policy = Restarts()
@@ -74,7 +76,11 @@ class ProcessMonitor:
         """Built by this code's version and caught up with the log as it was at start-up."""
         if name not in self.ready:
             projector = next(p for p in self.projectors if p.name == name)
-            row = live_row(self._views, name)
+            try:
+                row = live_row(self._connection(), name)
+            except DATABASE_ERRORS:
+                self._drop_connection()
+                return False
             if row and row.version == projector.version and row.checkpoint >= self.startup_head:
                 self.ready.add(name)
         return name in self.ready
@@ -82,20 +88,37 @@ class ProcessMonitor:
     @property
     def errors(self) -> dict[str, str]:
         found = {}
-        for p in self.projectors:
-            error = last_error(self._views, p.name)
-            if error is not None:
-                found[p.name] = error.error
+        try:
+            views = self._connection()
+            for p in self.projectors:
+                error = last_error(views, p.name)
+                if error is not None:
+                    found[p.name] = error.error
+        except DATABASE_ERRORS as exc:
+            self._drop_connection()
+            found["views"] = f"the views cannot be read: {type(exc).__name__}"
         if not self._process_running():
             found["process"] = self._process_problem()
         return found
+
+    def _connection(self) -> Connection:
+        """The connection to the views, opened again after one that failed (PostgreSQL)."""
+        if self._views is None:
+            self._views = self.storage.views()
+        return self._views
+
+    def _drop_connection(self) -> None:
+        if self._views is not None:
+            with contextlib.suppress(*DATABASE_ERRORS):
+                self._views.close()
+            self._views = None
 
     async def start(self) -> None:
         self._spawn()
         self._watch = asyncio.create_task(self._keep_alive())
 
     def _spawn(self) -> None:
-        self._child = spawn_projectors(self.data_dir)
+        self._child = spawn_projectors(self.storage)
         self._policy.started("projectors")
 
     async def _keep_alive(self) -> None:
@@ -129,7 +152,7 @@ class ProcessMonitor:
                 await self._watch
         if self._child is not None:
             await asyncio.to_thread(stop_projectors, self._child)
-        self._views.close()
+        self._drop_connection()
 
     @property
     def pid(self) -> int | None:

@@ -18,24 +18,28 @@ from app.middleware import (
     install_parser_error_handler,
 )
 from app.views_monitor import ProcessMonitor
-from eventlog.db import LOG_FILE, open_log
+from eventlog.db import LOG_FILE
 from eventlog.writer import GroupCommitWriter
 from projections.base import Projector
 from projections.registry import all_projectors
 from projections.runner import Runner
+from projections.storage import SQLITE
 
 
 async def healthz(request: web.Request) -> web.Response:
     writer, runner = request.app[WRITER], request.app[RUNNER]
-    data_dir = request.app[SETTINGS].data_dir
+    storage = request.app[SETTINGS].storage
     down = []
     if not writer.healthy:
         down.append("the log's last commit failed")
-    if not os.access(data_dir, os.W_OK) or not os.access(data_dir / LOG_FILE, os.W_OK):
+    data_dir = storage.data_dir
+    if storage.backend == SQLITE and (
+        not os.access(data_dir, os.W_OK) or not os.access(data_dir / LOG_FILE, os.W_OK)
+    ):
         down.append(f"the log in {data_dir} is not writable")
     if down:
         return web.json_response(
-            {"status": "unavailable", "reasons": down},
+            {"status": "unavailable", "backend": storage.backend, "reasons": down},
             status=503,
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
@@ -43,7 +47,11 @@ async def healthz(request: web.Request) -> web.Response:
         f"projector {name} is stuck: {error}" for name, error in sorted(runner.errors.items())
     ]
     building = [p.name for p in runner.projectors if not runner.is_ready(p.name)]
-    body = {"status": "degraded" if reasons else "ok", "views_catching_up": building}
+    body = {
+        "status": "degraded" if reasons else "ok",
+        "backend": storage.backend,
+        "views_catching_up": building,
+    }
     if reasons:
         body["reasons"] = reasons
     return web.json_response(body)
@@ -68,11 +76,12 @@ def create_app(settings: Settings, projectors: list[Projector] | None = None) ->
 
     async def log_and_views(app: web.Application) -> AsyncIterator[None]:
         monitor: Runner | ProcessMonitor
+        storage = settings.storage
+        await asyncio.to_thread(storage.prepare)  # the log exists, its schema up to date
         if projectors is not None:
-            monitor = Runner(settings.data_dir, projectors, poll_interval=0.05)
+            monitor = Runner(storage, projectors, poll_interval=0.05)
         else:
-            open_log(settings.data_dir).close()
-            monitor = ProcessMonitor(settings.data_dir, all_projectors())
+            monitor = ProcessMonitor(storage, all_projectors())
         app[RUNNER] = monitor
         app[WRITER] = GroupCommitWriter(
             settings.data_dir, on_commit=monitor.notify, on_batch=app[METRICS].batch_size.observe

@@ -36,3 +36,9 @@ class Connection(Protocol):
 # What a failing database raises, whichever backend: callers that report a storage problem
 # (rather than a bug) catch these.
 DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
+
+
+def is_broken(conn: Connection) -> bool:
+    """Whether a connection can no longer be used (a PostgreSQL server that went away); a
+    SQLite connection never breaks."""
+    return bool(getattr(conn, "broken", False))

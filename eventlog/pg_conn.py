@@ -79,6 +79,11 @@ class PgConnection:
                 cur.executemany(translate(sql), rows)
 
     @property
+    def broken(self) -> bool:
+        """The server went away (restarted, unreachable): open a new connection."""
+        return self.raw.broken or self.raw.closed
+
+    @property
     def in_transaction(self) -> bool:
         return self.raw.info.transaction_status != TransactionStatus.IDLE
 

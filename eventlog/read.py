@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from eventlog.canonical import loads_strict
+from eventlog.dbapi import Connection
 
 _COLUMNS = (
     "seq, message_id, event_type, entity, entity_id, note_id, merchant_id, app_id,"
@@ -51,7 +51,7 @@ def _events(rows: Iterable[tuple[Any, ...]]) -> list[LogEvent]:
 
 
 def read_from(
-    conn: sqlite3.Connection,
+    conn: Connection,
     after_seq: int,
     limit: int = 1000,
     where: tuple[str, tuple[Any, ...]] = ("TRUE", ()),
@@ -66,7 +66,7 @@ def read_from(
 
 
 def iter_from(
-    conn: sqlite3.Connection, after_seq: int = 0, batch: int = 1000, until: int | None = None
+    conn: Connection, after_seq: int = 0, batch: int = 1000, until: int | None = None
 ) -> Iterator[list[LogEvent]]:
     """Batches from after_seq on, each read in its own short statement."""
     while True:
@@ -82,7 +82,7 @@ def iter_from(
 IDS_PER_QUERY = 500  # far below SQLite's limit on bound variables, whatever the build
 
 
-def read_by_entity(conn: sqlite3.Connection, entity_ids: Iterable[str]) -> list[LogEvent]:
+def read_by_entity(conn: Connection, entity_ids: Iterable[str]) -> list[LogEvent]:
     """Every event whose entity is one of `entity_ids`, or whose data_event names it as note_id."""
     ids = list(dict.fromkeys(entity_ids))
     found: dict[int, LogEvent] = {}
@@ -101,11 +101,11 @@ def read_by_entity(conn: sqlite3.Connection, entity_ids: Iterable[str]) -> list[
     return [found[seq] for seq in sorted(found)]
 
 
-def head_seq(conn: sqlite3.Connection) -> int:
+def head_seq(conn: Connection) -> int:
     return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
 
-def log_counts(conn: sqlite3.Connection) -> dict[str, int]:
+def log_counts(conn: Connection) -> dict[str, int]:
     """Sizes an operator asks for: events, requests, quarantined, last seq."""
     one = conn.execute
     return {

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from eventlog.canonical import compact_json, loads_strict
+from eventlog.dbapi import Connection
 from eventlog.read import LogEvent
 from projections.fold import EntityState
 
@@ -38,7 +38,7 @@ class Projector(ABC):
         """CREATE statements for this projector's tables and indexes."""
 
     @abstractmethod
-    def apply(self, conn: sqlite3.Connection, events: Sequence[LogEvent], suffix: str) -> None:
+    def apply(self, conn: Connection, events: Sequence[LogEvent], suffix: str) -> None:
         """Fold `events` (already filtered to event_types, in seq order) into the tables."""
 
 
@@ -61,7 +61,7 @@ class EntityProjector(Projector):
     state_table: str
     key_column: str
 
-    def load(self, conn: sqlite3.Connection, suffix: str, key: Key) -> EntityState | None:
+    def load(self, conn: Connection, suffix: str, key: Key) -> EntityState | None:
         row = conn.execute(
             f"SELECT state FROM {self.state_table}{suffix}"
             f" WHERE merchant_id = ? AND {self.key_column} = ?",
@@ -70,17 +70,17 @@ class EntityProjector(Projector):
         return EntityState.from_json(key[1], loads_strict(row[0])) if row else None
 
     @abstractmethod
-    def save(self, conn: sqlite3.Connection, suffix: str, state: EntityState) -> None:
+    def save(self, conn: Connection, suffix: str, state: EntityState) -> None:
         """Write one entity's rows from its folded state."""
 
-    def apply(self, conn: sqlite3.Connection, events: Sequence[LogEvent], suffix: str) -> None:
+    def apply(self, conn: Connection, events: Sequence[LogEvent], suffix: str) -> None:
         touched: dict[Key, EntityState] = {}
         self.fold_into(conn, events, suffix, touched)
         self.save_all(conn, suffix, touched)
 
     def fold_into(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         events: Sequence[LogEvent],
         suffix: str,
         states: dict[Key, EntityState],
@@ -102,14 +102,14 @@ class EntityProjector(Projector):
                 raise ProjectionFailed(self.name, event, exc) from exc
 
     def save_all(
-        self, conn: sqlite3.Connection, suffix: str, states: dict[Key, EntityState]
+        self, conn: Connection, suffix: str, states: dict[Key, EntityState]
     ) -> None:
         for state in states.values():
             self.save(conn, suffix, state)
 
 
 def upsert(
-    conn: sqlite3.Connection, table: str, key: tuple[str, ...], row: dict[str, object]
+    conn: Connection, table: str, key: tuple[str, ...], row: dict[str, object]
 ) -> None:
     """Insert the row, or update every other column of the row with the same key."""
     columns = ", ".join(row)
@@ -132,7 +132,7 @@ def doc_text(doc: object) -> str:
 
 
 def dump_tables(
-    conn: sqlite3.Connection, projector: Projector, suffix: str = ""
+    conn: Connection, projector: Projector, suffix: str = ""
 ) -> dict[str, list[tuple[object, ...]]]:
     """Every row of a projector's tables in key order: two views are equal when their dumps are."""
     return {

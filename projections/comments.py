@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
-
+from eventlog.dbapi import Connection
 from eventlog.models import COMMENT_EVENTS
 from projections.base import EntityProjector, doc_text, merchant_key, state_text, upsert
 from projections.documents import comment_document
@@ -39,7 +38,7 @@ class CommentsProjector(EntityProjector):
             f"CREATE INDEX comments_{g}_note ON comments{suffix} (note_id)",
         ]
 
-    def save(self, conn: sqlite3.Connection, suffix: str, state: EntityState) -> None:
+    def save(self, conn: Connection, suffix: str, state: EntityState) -> None:
         doc = comment_document(state)
         upsert(conn, f"comments{suffix}", ("merchant_id", "comment_id"), {
             "merchant_id": merchant_key(state.merchant_id),

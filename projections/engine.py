@@ -7,9 +7,9 @@ a rebuild, say) can never apply the same events twice.
 from __future__ import annotations
 
 import bisect
-import sqlite3
 from collections.abc import Callable
 
+from eventlog.dbapi import Connection
 from eventlog.read import LogEvent, read_from
 from eventlog.transactions import immediate
 from projections.base import Projector
@@ -25,7 +25,7 @@ def _no_hook(point: str) -> None:
     return None
 
 
-Reader = Callable[[sqlite3.Connection, int, int], list[LogEvent]]
+Reader = Callable[[Connection, int, int], list[LogEvent]]
 
 
 class SharedReads:
@@ -41,7 +41,7 @@ class SharedReads:
         self.after = 0  # the batch is every event with after < seq <= events[-1].seq
         self.events: list[LogEvent] = []
 
-    def read(self, log: sqlite3.Connection, after: int, limit: int) -> list[LogEvent]:
+    def read(self, log: Connection, after: int, limit: int) -> list[LogEvent]:
         if self.events and self.after <= after < self.events[-1].seq:
             start = bisect.bisect_right(self.events, after, key=_seq)
             found = self.events[start : start + limit]
@@ -64,8 +64,8 @@ class NotBuilt(Exception):
 
 def apply_pending(
     projector: Projector,
-    views: sqlite3.Connection,
-    log: sqlite3.Connection,
+    views: Connection,
+    log: Connection,
     target: Target = LIVE,
     limit: int = BATCH,
     hook: Hook = _no_hook,
@@ -90,8 +90,8 @@ def apply_pending(
 
 def step(
     projector: Projector,
-    views: sqlite3.Connection,
-    log: sqlite3.Connection,
+    views: Connection,
+    log: Connection,
     target: Target = LIVE,
     limit: int = BATCH,
     hook: Hook = _no_hook,
@@ -106,8 +106,8 @@ def step(
 
 def catch_up(
     projector: Projector,
-    views: sqlite3.Connection,
-    log: sqlite3.Connection,
+    views: Connection,
+    log: Connection,
     target: Target = LIVE,
     limit: int = BATCH,
     hook: Hook = _no_hook,

@@ -5,8 +5,7 @@ Keeps its own fold of each note (mention_notes), so it needs no other view.
 
 from __future__ import annotations
 
-import sqlite3
-
+from eventlog.dbapi import Connection
 from eventlog.models import NOTE_EVENTS
 from projections.base import EntityProjector, doc_text, merchant_key, state_text, upsert
 from projections.documents import mention_item, mentioned_accounts, note_document
@@ -44,7 +43,7 @@ class MentionsProjector(EntityProjector):
             f"CREATE INDEX mentions_{g}_note ON mentions{suffix} (merchant_id, note_id)",
         ]
 
-    def save(self, conn: sqlite3.Connection, suffix: str, state: EntityState) -> None:
+    def save(self, conn: Connection, suffix: str, state: EntityState) -> None:
         merchant = merchant_key(state.merchant_id)
         upsert(
             conn,

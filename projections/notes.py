@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
+from eventlog.dbapi import Connection
 from eventlog.models import NOTE_EVENTS
 from projections.base import EntityProjector, doc_text, merchant_key, state_text, upsert
 from projections.documents import note_document
@@ -57,7 +57,7 @@ class NotesProjector(EntityProjector):
             f"CREATE INDEX note_links_{g}_note ON note_links{suffix} (merchant_id, note_id)",
         ]
 
-    def save(self, conn: sqlite3.Connection, suffix: str, state: EntityState) -> None:
+    def save(self, conn: Connection, suffix: str, state: EntityState) -> None:
         doc = note_document(state)
         merchant = merchant_key(state.merchant_id)
         upsert(conn, f"notes{suffix}", ("merchant_id", "note_id"), {

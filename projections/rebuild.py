@@ -7,10 +7,10 @@ swap; the swap catches up whatever arrived meanwhile before it renames.
 from __future__ import annotations
 
 import gc
-import sqlite3
 import time
 from collections.abc import Callable
 
+from eventlog.dbapi import Connection
 from eventlog.read import head_seq, iter_from
 from eventlog.transactions import immediate
 from projections.base import EntityProjector, Key, Projector
@@ -26,12 +26,12 @@ class RebuildSuperseded(Exception):
     """Another rebuild of the same view started meanwhile; this one stops without writing."""
 
 
-def _drop(views: sqlite3.Connection, projector: Projector, suffix: str) -> None:
+def _drop(views: Connection, projector: Projector, suffix: str) -> None:
     for table in projector.tables:
         views.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
 
 
-def _next_generation(views: sqlite3.Connection, name: str) -> int:
+def _next_generation(views: Connection, name: str) -> int:
     row = views.execute(
         "SELECT max(generation) FROM (SELECT generation FROM projectors WHERE name = ?"
         " UNION ALL SELECT generation FROM rebuilds WHERE name = ?) AS g",
@@ -40,7 +40,7 @@ def _next_generation(views: sqlite3.Connection, name: str) -> int:
     return int(row[0] or 0) + 1
 
 
-def start_rebuild(views: sqlite3.Connection, projector: Projector) -> int:
+def start_rebuild(views: Connection, projector: Projector) -> int:
     """Fresh empty tables beside the live ones (any left by a crashed rebuild are dropped)."""
     with immediate(views):
         generation = _next_generation(views, projector.name)
@@ -57,7 +57,7 @@ def start_rebuild(views: sqlite3.Connection, projector: Projector) -> int:
 
 
 def swap_in(
-    views: sqlite3.Connection, log: sqlite3.Connection, projector: Projector, generation: int
+    views: Connection, log: Connection, projector: Projector, generation: int
 ) -> int:
     """Catch up the rebuilt tables and make them the live ones, atomically."""
     with immediate(views):
@@ -88,8 +88,8 @@ def swap_in(
 
 def rebuild(
     projector: Projector,
-    views: sqlite3.Connection,
-    log: sqlite3.Connection,
+    views: Connection,
+    log: Connection,
     progress: Progress | None = None,
     batch: int = 5000,
 ) -> int:
@@ -105,8 +105,8 @@ COLLECT_EVERY = 100_000  # events folded between collections while the collector
 
 def rebuild_all(
     projectors: list[Projector],
-    views: sqlite3.Connection,
-    log: sqlite3.Connection,
+    views: Connection,
+    log: Connection,
     progress: Progress | None = None,
     batch: int = 5000,
 ) -> int:
@@ -167,7 +167,7 @@ def rebuild_all(
     return checkpoint
 
 
-def needs_rebuild(views: sqlite3.Connection, projector: Projector) -> bool:
+def needs_rebuild(views: Connection, projector: Projector) -> bool:
     """True when the stored tables are missing or were built by another version of the code."""
     row = views.execute(
         "SELECT version FROM projectors WHERE name = ?", (projector.name,)

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import threading
 from pathlib import Path
 
 import structlog
 
-from eventlog.db import LOG_FILE, connect
+from eventlog.dbapi import DATABASE_ERRORS, Connection, is_broken
 from eventlog.read import head_seq
 from projections.base import ProjectionFailed, Projector
 from projections.engine import BATCH, SharedReads, step
 from projections.rebuild import needs_rebuild, rebuild
-from projections.store import clear_error, live_row, open_views, record_error
+from projections.storage import Storage
+from projections.store import clear_error, live_row, record_error
 
 log = structlog.get_logger("notestore.projections")
 
@@ -31,16 +31,21 @@ class Stopping(Exception):
     """Raised from a rebuild's progress callback when the server shuts down."""
 
 
+class Reconnect(Exception):
+    """A connection broke (PostgreSQL restarted or unreachable): open new ones and go on."""
+
+
 class Runner:
     def __init__(
         self,
-        data_dir: Path,
+        storage: Storage | Path,
         projectors: list[Projector],
         poll_interval: float = 0.5,
         retry_interval: float = 2.0,
         min_interval: float = 0.0,
     ) -> None:
-        self.data_dir = Path(data_dir)
+        # a bare folder: SQLite files there
+        self.storage = storage if isinstance(storage, Storage) else Storage(Path(storage))
         self.projectors = projectors
         self.poll_interval = poll_interval
         self.min_interval = min_interval
@@ -58,7 +63,7 @@ class Runner:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        conn = connect(self.data_dir / LOG_FILE, readonly=True)
+        conn = self.storage.log_reader()
         try:
             self._startup_head = head_seq(conn)
         finally:
@@ -86,17 +91,30 @@ class Runner:
         return name in self.ready
 
     async def _run(self, projector: Projector) -> None:
-        views = open_views(self.data_dir)
-        events = connect(self.data_dir / LOG_FILE, readonly=True)
-        try:
-            await self._ensure_built(projector, views, events)
-            await self._tail(projector, views, events)
-        finally:
-            views.close()
-            events.close()
+        while not self._stop.is_set():
+            try:
+                views = await asyncio.to_thread(self.storage.views)
+            except DATABASE_ERRORS as exc:
+                await self._failed(projector, None, exc)
+                continue
+            try:
+                events = await asyncio.to_thread(self.storage.log_reader)
+            except DATABASE_ERRORS as exc:
+                views.close()
+                await self._failed(projector, None, exc)
+                continue
+            try:
+                await self._ensure_built(projector, views, events)
+                await self._tail(projector, views, events)
+            except Reconnect:
+                log.warning("projector_reconnecting", projector=projector.name)
+            finally:
+                for conn in (views, events):
+                    with contextlib.suppress(*DATABASE_ERRORS):
+                        conn.close()
 
     async def _ensure_built(
-        self, projector: Projector, views: sqlite3.Connection, events: sqlite3.Connection
+        self, projector: Projector, views: Connection, events: Connection
     ) -> None:
         def stop_check(done: int, total: int) -> None:
             if self._stop.is_set():
@@ -110,19 +128,23 @@ class Runner:
                 return
             except Exception as exc:
                 await self._failed(projector, views, exc)
+                if is_broken(views) or is_broken(events):
+                    raise Reconnect from exc
 
     async def _tail(
-        self, projector: Projector, views: sqlite3.Connection, events: sqlite3.Connection
+        self, projector: Projector, views: Connection, events: Connection
     ) -> None:
         wake = self._wakes[projector.name]
         while not self._stop.is_set():
             wake.clear()
             try:
                 applied = await asyncio.to_thread(self._step, projector, views, events)
+                self._succeeded(projector, views)
             except Exception as exc:
                 await self._failed(projector, views, exc)
+                if is_broken(views) or is_broken(events):
+                    raise Reconnect from exc
                 continue
-            self._succeeded(projector, views)
             if applied == BATCH:
                 continue
             if applied:
@@ -132,14 +154,14 @@ class Runner:
                 await asyncio.wait_for(wake.wait(), self.poll_interval)
 
     def _step(
-        self, projector: Projector, views: sqlite3.Connection, events: sqlite3.Connection
+        self, projector: Projector, views: Connection, events: Connection
     ) -> int:
-        # One projector writes views.db at a time: waiting on this lock wakes at once, while
+        # One projector writes the views at a time: waiting on this lock wakes at once, while
         # SQLite's busy handler would sleep in steps of up to 100 ms between retries.
         with self._write_lock:
             return step(projector, views, events, limit=BATCH, reader=self._reads.read)
 
-    def _succeeded(self, projector: Projector, views: sqlite3.Connection) -> None:
+    def _succeeded(self, projector: Projector, views: Connection) -> None:
         if projector.name in self.errors or projector.name not in self._cleared:
             # also clears a row left by an earlier process: it succeeded, so nothing is stuck
             self._cleared.add(projector.name)
@@ -152,7 +174,7 @@ class Runner:
                 self.ready.add(projector.name)
 
     async def _failed(
-        self, projector: Projector, views: sqlite3.Connection, exc: Exception
+        self, projector: Projector, views: Connection | None, exc: Exception
     ) -> None:
         seq = getattr(exc, "seq", None)
         message_id = getattr(exc, "message_id", None)
@@ -166,7 +188,8 @@ class Runner:
                 error=text,
             )
         self.errors[projector.name] = text
-        # Even if views.db is unwritable, the error stays visible in memory (/healthz).
-        with contextlib.suppress(sqlite3.Error):
-            record_error(views, projector.name, seq, message_id, text)
+        # Even if the views are unwritable, the error stays visible in memory (/healthz).
+        if views is not None and not is_broken(views):
+            with contextlib.suppress(*DATABASE_ERRORS):
+                record_error(views, projector.name, seq, message_id, text)
         await asyncio.sleep(self.retry_interval)

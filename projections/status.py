@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
+from eventlog.dbapi import Connection
 from eventlog.read import head_seq
 from projections.base import Projector
 from projections.store import last_error, live_row
 
 
 def projector_status(
-    views: sqlite3.Connection, projector: Projector, log_head: int
+    views: Connection, projector: Projector, log_head: int
 ) -> dict[str, Any]:
     row = live_row(views, projector.name)
     error = last_error(views, projector.name)
@@ -39,7 +39,7 @@ def projector_status(
 
 
 def all_status(
-    views: sqlite3.Connection, log: sqlite3.Connection, projectors: list[Projector]
+    views: Connection, log: Connection, projectors: list[Projector]
 ) -> list[dict[str, Any]]:
     head = head_seq(log)
     return [projector_status(views, p, head) for p in projectors]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from app.queries.merchants import choose_merchant
 from app.queries.scope import Scope
+from eventlog.dbapi import Connection
 from eventlog.read import LogEvent, read_by_entity, read_from
 from projections.base import merchant_key
 from projections.fold import own_candidates
@@ -41,8 +41,8 @@ def history_item(event: LogEvent) -> dict[str, Any]:
 
 
 def note_history(
-    views: sqlite3.Connection,
-    log: sqlite3.Connection,
+    views: Connection,
+    log: Connection,
     scope: Scope,
     note_id: str,
     merchant: str | None = None,
@@ -92,7 +92,7 @@ def _about(event: LogEvent, note_id: str, comments: set[str]) -> bool:
     return event.entity_id == note_id or (event.entity is None and event.note_id == note_id)
 
 
-def log_page(log: sqlite3.Connection, scope: Scope, after: int, limit: int) -> dict[str, Any]:
+def log_page(log: Connection, scope: Scope, after: int, limit: int) -> dict[str, Any]:
     events = read_from(log, after, limit + 1, scope.sql())
     more = len(events) > limit
     events = events[:limit]

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from app.queries.paging import Cursor, newest_first
 from app.queries.scope import Scope
+from eventlog.dbapi import Connection
 
 
 def mention_feed(
-    views: sqlite3.Connection,
+    views: Connection,
     scope: Scope,
     account_id: str,
     limit: int,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from app.queries.merchants import choose_merchant
 from app.queries.paging import Cursor, newest_first
 from app.queries.scope import Scope
+from eventlog.dbapi import Connection
 from eventlog.models import NOTE_EVENTS
 from eventlog.read import read_by_entity
 from projections.base import merchant_key
@@ -17,7 +17,7 @@ from projections.fold import EntityState
 
 
 def get_note(
-    views: sqlite3.Connection, scope: Scope, note_id: str, merchant: str | None = None
+    views: Connection, scope: Scope, note_id: str, merchant: str | None = None
 ) -> dict[str, Any]:
     docs = dict(views.execute("SELECT merchant_id, doc FROM notes WHERE note_id = ?", (note_id,)))
     chosen = choose_merchant(docs, scope, merchant, f"note {note_id}")
@@ -26,7 +26,7 @@ def get_note(
 
 
 def note_as_of(
-    log: sqlite3.Connection, scope: Scope, note_id: str, at: float, merchant: str | None = None
+    log: Connection, scope: Scope, note_id: str, at: float, merchant: str | None = None
 ) -> dict[str, Any]:
     """The note folded from its events with action_time <= at, with the projector's own fold."""
     events = [
@@ -44,7 +44,7 @@ def note_as_of(
 
 
 def related_notes(
-    views: sqlite3.Connection,
+    views: Connection,
     scope: Scope,
     related_id: str,
     limit: int,
@@ -68,7 +68,7 @@ def related_notes(
 
 
 def comment_thread(
-    views: sqlite3.Connection,
+    views: Connection,
     scope: Scope,
     note_id: str,
     include_deleted: bool,

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from app.queries.params import Cursor, encode_cursor
 from eventlog.canonical import loads_strict
+from eventlog.dbapi import Connection
 
 
 def newest_first(
-    conn: sqlite3.Connection,
+    conn: Connection,
     select: str,
     where: str,
     params: tuple[object, ...],
