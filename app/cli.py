@@ -11,7 +11,9 @@ import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from app.config import DEFAULT_CONFIG, Settings, load_settings
+import psycopg
+
+from app.config import DEFAULT_CONFIG, Settings, load_settings, shown_url, without_password
 from app.errors import NotestoreError
 
 Command = Callable[[argparse.Namespace], int]
@@ -39,6 +41,7 @@ def command(
 def settings_of(args: argparse.Namespace, **flags: object) -> Settings:
     settings = load_settings(args.config, **flags)
     args.settings = settings  # for main(), to say where a data directory problem comes from
+    args.flags = {k: v for k, v in flags.items() if v is not None}
     return settings
 
 
@@ -87,6 +90,39 @@ def data_dir_source(settings: Settings) -> str:
     return f"the default: data beside config file {settings.config_file}"
 
 
+def database_url_source(settings: Settings, flags: dict[str, object] | None = None) -> str:
+    """Where database_url came from: its option, its environment variable or the config file."""
+    if flags and flags.get("database_url") is not None:
+        return "option --database-url"
+    env = next((k for k in os.environ if k.upper() == "NOTESTORE_DATABASE_URL"), None)
+    if env is not None:
+        return f"environment variable {env}"
+    return f"config file {settings.config_file}" if settings.config_file else "configuration"
+
+
+def database_problem(
+    exc: psycopg.Error, settings: Settings | None, flags: dict[str, object] | None = None
+) -> str | None:
+    """One line, never with the password, for a PostgreSQL server that cannot be reached or
+    used (down, refused, wrong password, missing database, not migrated, not granted);
+    None for the rest (a fault in a statement keeps its traceback)."""
+    if settings is None or settings.database_url is None:
+        return None
+    url = settings.database_url
+    what = without_password(str(exc), url) or type(exc).__name__
+    where = f"database {shown_url(url)} (database_url from {database_url_source(settings, flags)})"
+    if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
+        return f"{where} holds no notestore log yet: run `notestore migrate` as its owner ({what})"
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return (
+            f"{where} refused: {what} (the owner grants the service role its privileges with"
+            " `notestore migrate --service-role NAME`)"
+        )
+    if isinstance(exc, psycopg.OperationalError):
+        return f"{where} cannot be used: {what}"
+    return None
+
+
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents or path in folder.parents
 
@@ -126,6 +162,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (OSError, sqlite3.Error) as exc:
         problem = storage_problem(exc, getattr(args, "settings", None))
+        if problem is None:
+            raise
+        print(f"notestore {args.command}: {problem}", file=sys.stderr)
+        return 2
+    except psycopg.Error as exc:
+        problem = database_problem(
+            exc, getattr(args, "settings", None), getattr(args, "flags", None)
+        )
         if problem is None:
             raise
         print(f"notestore {args.command}: {problem}", file=sys.stderr)

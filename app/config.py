@@ -15,7 +15,10 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any, TypeGuard
+from urllib.parse import unquote, urlsplit
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -26,9 +29,41 @@ from pydantic_settings import (
 )
 
 from app.errors import ConfigError
-from projections.storage import Storage
+from projections.storage import Storage, masked
 
 DEFAULT_CONFIG = "notestore.toml"
+DATABASE_SCHEMES = ("postgresql", "postgres")
+
+
+def _passwords(url: str) -> list[str]:
+    """Every form in which `url` holds a password (libpq takes one in its user part or as a
+    `password=` parameter), as written and decoded, longest first."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    written = [userinfo.split(":", 1)[1]] if at and ":" in userinfo else []
+    written += re.findall(r"(?:^|&)password=([^&]*)", parts.query)
+    found = {form for secret in written for form in (secret, unquote(secret)) if form}
+    return sorted(found, key=len, reverse=True)
+
+
+def shown_url(url: str) -> str:
+    """A database URL as notestore shows it (status, logs, errors): never with a password,
+    whether in its user part or in a `password=` query parameter."""
+    shown = masked(url)
+    for secret in _passwords(url):
+        shown = shown.replace(secret, "***")
+    return re.sub(r"((?:\?|&)password=)[^&]*", r"\1***", shown)
+
+
+def without_password(text: str, url: str) -> str:
+    """`text` (a driver's message about `url`) on one line and with the URL's password hidden:
+    libpq echoes parts of a URL it cannot parse."""
+    for secret in _passwords(url):
+        text = text.replace(secret, "***")
+    return " ".join(text.split())
 
 
 def _must_encode(text: str, what: str) -> None:
@@ -105,6 +140,33 @@ class Settings(BaseSettings):
         if not isinstance(value, dict):
             return value
         return {app_id: AppConfig.of(app_id, entry) for app_id, entry in value.items()}
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _database_url(cls, value: Any) -> Any:
+        """A postgresql:// URL libpq can read; empty means unset. The message never holds the
+        value: it may carry a password."""
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            return value  # pydantic says it is not a string
+        try:
+            scheme = urlsplit(value).scheme
+        except ValueError:
+            scheme = ""
+        if scheme not in DATABASE_SCHEMES:
+            raise ValueError(
+                "must be a postgresql:// (or postgres://) URL, e.g."
+                " postgresql://notestore:PASSWORD@localhost/notestore; leave it out for SQLite"
+            )
+        try:
+            conninfo_to_dict(value)
+            urlsplit(value).port  # noqa: B018  (raises on a port that is not a number)
+        except (psycopg.Error, ValueError) as exc:
+            raise ValueError(
+                f"is not a URL PostgreSQL can read: {without_password(str(exc), value)}"
+            ) from None
+        return value
 
     @field_validator("tokens", mode="before")
     @classmethod

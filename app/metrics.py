@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sqlite3
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -21,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from app.keys import METRICS, READER, SETTINGS
 from eventlog.db import file_sizes
+from eventlog.dbapi import Connection
 from eventlog.models import KNOWN_EVENTS
 from eventlog.read import head_seq
 from projections.registry import all_projectors
@@ -86,7 +86,7 @@ class Metrics:
         return child
 
 
-def held_count(conn: sqlite3.Connection) -> int:
+def held_count(conn: Connection) -> int:
     """Quarantined items still held: what eventlog.replay.held_items lists.
 
     An item whose replay ended `appended` or `duplicate` is in the log and no longer held;

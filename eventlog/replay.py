@@ -3,18 +3,23 @@
 Quarantine rows are never changed: each replay adds a row to quarantine_replays
 (appended, duplicate, or still failing with the new reason). Events that now
 pass point at the request they originally came in, so their origin stays verifiable.
+
+The same SQL runs on either backend: on PostgreSQL `conn` is a PgConnection whose write lock
+is the advisory lock of the log's appends (eventlog.pg_log.APPEND_LOCK), so a replay's
+transaction is serialised with the server's appends as on SQLite. (eventlog.append's helpers
+are still annotated with sqlite3.Connection; their SQL is portable, hence the ignores below.)
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from eventlog.append import Batch, Outcome, add_events, quarantine
 from eventlog.canonical import loads_strict
+from eventlog.dbapi import Connection
 from eventlog.intake import Context, Intake, Rejected, envelope_merchant, read_block, read_body
 from eventlog.transactions import immediate
 
@@ -37,7 +42,7 @@ class Held:
     request_ref: int | None
 
 
-def held_items(conn: sqlite3.Connection, ids: list[int] | None) -> list[Held]:
+def held_items(conn: Connection, ids: list[int] | None) -> list[Held]:
     """Items still held: never replayed, or replayed and still failing."""
     rows = conn.execute(
         "SELECT q.id, q.reason, q.kind, q.payload, q.request_ref FROM quarantine q"
@@ -48,7 +53,7 @@ def held_items(conn: sqlite3.Connection, ids: list[int] | None) -> list[Held]:
     return [i for i in items if i.id in set(ids)] if ids else items
 
 
-def _intake(conn: sqlite3.Connection, item: Held, merchants_of: MerchantsOf) -> tuple[Intake, str]:
+def _intake(conn: Connection, item: Held, merchants_of: MerchantsOf) -> tuple[Intake, str]:
     """What validation makes of the item today, and the app it came in for.
 
     Judged as on arrival: against the time it was received and its envelope's merchant.
@@ -76,14 +81,14 @@ def _intake(conn: sqlite3.Connection, item: Held, merchants_of: MerchantsOf) -> 
 
 
 def _replay_one(
-    conn: sqlite3.Connection, batch: Batch, item: Held, at: float, merchants_of: MerchantsOf
+    conn: Connection, batch: Batch, item: Held, at: float, merchants_of: MerchantsOf
 ) -> str:
     intake, app_id = _intake(conn, item, merchants_of)
     outcome = Outcome()
     for rejected in intake.rejected:
-        quarantine(conn, rejected, item.request_ref, at)
+        quarantine(conn, rejected, item.request_ref, at)  # type: ignore[arg-type]  # see above
     add_events(
-        conn, batch, intake.events, app_id=app_id, request_id=intake.request_id,
+        conn, batch, intake.events, app_id=app_id, request_id=intake.request_id,  # type: ignore[arg-type]
         ref=item.request_ref or 0, at=at, outcome=outcome,
     )  # fmt: skip
     reasons = [r.reason for r in intake.rejected] + outcome.reasons
@@ -102,13 +107,13 @@ def _replay_one(
 
 
 def replay(
-    conn: sqlite3.Connection, items: list[Held], merchants_of: MerchantsOf = _any_merchant
+    conn: Connection, items: list[Held], merchants_of: MerchantsOf = _any_merchant
 ) -> dict[str, int]:
     """Replay in short transactions; returns how many ended each way."""
     counts: dict[str, int] = {}
     for start in range(0, len(items), TRANSACTION_ROWS):
         with immediate(conn):
-            batch = Batch(conn)
+            batch = Batch(conn)  # type: ignore[arg-type]  # see above
             at = time.time()
             for item in items[start : start + TRANSACTION_ROWS]:
                 result = _replay_one(conn, batch, item, at, merchants_of)

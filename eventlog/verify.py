@@ -1,17 +1,18 @@
 """Walking the log to prove it was not altered: hash chains and stored signatures.
 
-Streams the log in batches by key, so a log of any size verifies in little memory.
+Streams the log in batches by key, so a log of any size verifies in little memory. The same
+SQL reads either backend (eventlog.dbapi.Connection): SQLite, or PostgreSQL through PgConnection.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from eventlog import chain
 from eventlog.canonical import event_content_hash, loads_strict
+from eventlog.dbapi import Connection
 
 BATCH = 5000
 # (app_id, fingerprint, body) -> the signature that secret gives, or None if no such secret
@@ -49,7 +50,7 @@ class VerifyReport:
 
 
 def _rows(
-    conn: sqlite3.Connection, table: str, key: str, columns: tuple[str, ...]
+    conn: Connection, table: str, key: str, columns: tuple[str, ...]
 ) -> Iterator[tuple[Any, ...]]:
     last = 0
     select = (
@@ -62,7 +63,7 @@ def _rows(
 
 
 def walk_chain(
-    conn: sqlite3.Connection,
+    conn: Connection,
     table: str,
     key: str,
     columns: tuple[str, ...],
@@ -95,7 +96,7 @@ def walk_chain(
     return report
 
 
-def _origin_checker(conn: sqlite3.Connection) -> Callable[[tuple[Any, ...], ChainReport], None]:
+def _origin_checker(conn: Connection) -> Callable[[tuple[Any, ...], ChainReport], None]:
     """Each event's block must be one its request's signed body carries, with the same content.
 
     Without this a forged row, chained correctly and pointing at a genuine request, would pass.
@@ -139,7 +140,7 @@ def _origin_checker(conn: sqlite3.Connection) -> Callable[[tuple[Any, ...], Chai
 
 
 def verify_log(
-    conn: sqlite3.Connection,
+    conn: Connection,
     signer: Signer,
     expect_head: str | None = None,
     progress: Progress | None = None,

@@ -11,7 +11,7 @@ from pathlib import Path
 import structlog
 
 from app.cli import command, settings_of
-from app.config import DEFAULT_CONFIG
+from app.config import DEFAULT_CONFIG, shown_url
 from app.errors import NotestoreError
 from app.lock import hold_serve_lock
 from app.logs import configure_logging
@@ -71,7 +71,10 @@ def serve(args: argparse.Namespace) -> int:
         )
     if hold_serve_lock(settings.data_dir) is None:
         raise NotestoreError(f"another notestore serve is running on {settings.data_dir}")
-    log.info("starting", host=settings.host, port=settings.port, data_dir=str(settings.data_dir))
+    log.info(
+        "starting", host=settings.host, port=settings.port, data_dir=str(settings.data_dir),
+        backend=settings.storage.backend, database=shown_url(settings.database_url or "") or None,
+    )  # fmt: skip
     return run(settings)
 
 

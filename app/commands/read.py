@@ -1,10 +1,9 @@
-"""note, history, comments, mentions: the query answers in the terminal, from the data directory."""
+"""note, history, comments, mentions: the query answers in the terminal, from the log and views."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,20 +19,26 @@ from app.errors import NotestoreError
 from app.queries import history, mentions, notes, params
 from app.queries.scope import EVERYTHING
 from app.text import html_to_text, show_time, show_value
-from projections.store import live_row, open_views
+from eventlog.dbapi import Connection
+from projections.store import live_row
 
 
 @dataclass
 class Reader:
-    views: sqlite3.Connection
-    log: sqlite3.Connection
+    views: Connection
+    log: Connection
 
 
 @contextmanager
 def reader(args: argparse.Namespace, *views: str) -> Iterator[Reader]:
-    data_dir = settings_of(args).data_dir
-    log = open_existing_log(data_dir)
-    view_conn = open_views(data_dir)
+    """The log and the views of the configured backend (SQLite files or PostgreSQL)."""
+    settings = settings_of(args)
+    log = open_existing_log(settings)
+    try:
+        view_conn = settings.storage.views()
+    except BaseException:
+        log.close()
+        raise
     try:
         for name in views:
             if live_row(view_conn, name) is None:

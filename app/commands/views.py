@@ -4,47 +4,90 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from app.cli import command, settings_of
+from app.config import Settings, shown_url
 from app.errors import ConfigError, NotestoreError
-from eventlog.db import LOG_FILE, connect, file_sizes, open_log
+from eventlog import pg_schema
+from eventlog.db import LOG_FILE, file_sizes
+from eventlog.dbapi import Connection
+from eventlog.pg_conn import PgConnection
 from eventlog.read import log_counts
 from projections.rebuild import rebuild_all
 from projections.registry import all_projectors, projectors_named
 from projections.status import all_status
-from projections.store import VIEWS_FILE, open_views
+from projections.storage import POSTGRESQL
+from projections.store import VIEWS_FILE, VIEWS_SCHEMA
 
 
-def open_existing_log(data_dir: Path) -> sqlite3.Connection:
-    if not (data_dir / LOG_FILE).exists():
-        raise NotestoreError(f"no log at {data_dir / LOG_FILE}; start `notestore serve` first")
-    open_log(data_dir).close()  # bring the schema up to date before reading read-only
-    return connect(data_dir / LOG_FILE, readonly=True)
+def open_existing_log(settings: Settings) -> Connection:
+    """A reader of the log, which must exist and be at the schema this code reads.
 
-
-def gather_status(data_dir: Path) -> dict[str, Any]:
-    log = open_existing_log(data_dir)
-    views = open_views(data_dir)
+    SQLite: events.db under data_dir, its schema brought up to date first. PostgreSQL: the
+    log must have been migrated by its owner (`notestore migrate`); the service role that the
+    commands connect as cannot create tables, so it only checks.
+    """
+    storage = settings.storage
+    if storage.backend != POSTGRESQL:
+        path = settings.data_dir / LOG_FILE
+        if not path.exists():
+            raise NotestoreError(f"no log at {path}; start `notestore serve` first")
+        storage.prepare()  # bring the schema up to date before reading read-only
+        return storage.log_reader()
+    conn = storage.log_reader()
     try:
-        counts = log_counts(log)
-        log_bytes, log_wal = file_sizes(data_dir / LOG_FILE)
-        views_bytes, views_wal = file_sizes(data_dir / VIEWS_FILE)
-        return {
-            "data_dir": str(data_dir),
-            "log": {**counts, "bytes": log_bytes, "wal_bytes": log_wal},
-            "views_file": {"bytes": views_bytes, "wal_bytes": views_wal},
-            "views": all_status(views, log, all_projectors()),
-        }
+        assert isinstance(conn, PgConnection)
+        at, wanted = pg_schema.version(conn.raw), len(pg_schema.MIGRATIONS)
+    except BaseException:
+        conn.close()
+        raise
+    if at < wanted:
+        conn.close()
+        where = shown_url(settings.database_url or "")
+        raise NotestoreError(
+            f"the log in {where} is at schema version {at}, this notestore reads version "
+            f"{wanted}: run `notestore migrate` as the database's owner"
+        )
+    return conn
+
+
+def gather_status(settings: Settings) -> dict[str, Any]:
+    """Where the log and the views are, the log's counts and each view's state; file sizes
+    on SQLite only (PostgreSQL's storage is the server's business)."""
+    storage = settings.storage
+    log = open_existing_log(settings)
+    try:
+        views = storage.views()
+        try:
+            counts = log_counts(log)
+            view_states = all_status(views, log, all_projectors())
+        finally:
+            views.close()
     finally:
         log.close()
-        views.close()
+    if storage.backend == POSTGRESQL:
+        return {
+            "backend": POSTGRESQL,
+            "database": shown_url(settings.database_url or ""),
+            "data_dir": str(settings.data_dir),
+            "log": counts,
+            "views": view_states,
+        }
+    log_bytes, log_wal = file_sizes(settings.data_dir / LOG_FILE)
+    views_bytes, views_wal = file_sizes(settings.data_dir / VIEWS_FILE)
+    return {
+        "backend": storage.backend,
+        "data_dir": str(settings.data_dir),
+        "log": {**counts, "bytes": log_bytes, "wal_bytes": log_wal},
+        "views_file": {"bytes": views_bytes, "wal_bytes": views_wal},
+        "views": view_states,
+    }
 
 
 def _json_args(p: argparse.ArgumentParser) -> None:
@@ -55,23 +98,29 @@ def _json_args(p: argparse.ArgumentParser) -> None:
     "status", "the log's size and each view's version, checkpoint, lag and last error", _json_args
 )
 def status(args: argparse.Namespace) -> int:
-    report = gather_status(settings_of(args).data_dir)
+    report = gather_status(settings_of(args))
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0
     console = Console()
     log = report["log"]
-    console.print(
-        f"[bold]log[/bold] {report['data_dir']}/events.db: {log['events']} events, "
-        f"{log['requests']} requests, {log['quarantined']} quarantined, "
-        f"last seq {log['last_seq']}; {log['bytes'] / 1e6:.1f} MB, "
-        f"its WAL (events.db-wal) {log['wal_bytes'] / 1e6:.1f} MB"
+    counted = (
+        f"{log['events']} events, {log['requests']} requests, {log['quarantined']} quarantined, "
+        f"last seq {log['last_seq']}"
     )
-    views_file = report["views_file"]
-    console.print(
-        f"[bold]views[/bold] {report['data_dir']}/views.db: {views_file['bytes'] / 1e6:.1f} MB, "
-        f"its WAL {views_file['wal_bytes'] / 1e6:.1f} MB"
-    )
+    if report["backend"] == POSTGRESQL:
+        console.print(f"[bold]log[/bold] PostgreSQL {escape(report['database'])}: {counted}")
+        console.print(f"[bold]views[/bold] schema {VIEWS_SCHEMA} of the same database")
+    else:
+        console.print(
+            f"[bold]log[/bold] {report['data_dir']}/events.db: {counted}; "
+            f"{log['bytes'] / 1e6:.1f} MB, its WAL (events.db-wal) {log['wal_bytes'] / 1e6:.1f} MB"
+        )
+        views_file = report["views_file"]
+        console.print(
+            f"[bold]views[/bold] {report['data_dir']}/views.db: "
+            f"{views_file['bytes'] / 1e6:.1f} MB, its WAL {views_file['wal_bytes'] / 1e6:.1f} MB"
+        )
     table = Table("view", "version", "checkpoint", "lag", "state")
     for v in report["views"]:
         state = "ok"
@@ -96,13 +145,17 @@ def _rebuild_args(p: argparse.ArgumentParser) -> None:
     "rebuild", "replay the log into fresh views beside the live ones, then swap", _rebuild_args
 )
 def rebuild_views(args: argparse.Namespace) -> int:
-    data_dir = settings_of(args).data_dir
+    settings = settings_of(args)
     try:
         chosen = projectors_named(args.views)
     except KeyError as exc:
         raise ConfigError(str(exc.args[0])) from None
-    log = open_existing_log(data_dir)
-    views = open_views(data_dir)
+    log = open_existing_log(settings)
+    try:
+        views = settings.storage.views()
+    except BaseException:
+        log.close()
+        raise
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
