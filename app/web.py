@@ -84,7 +84,9 @@ def create_app(settings: Settings, projectors: list[Projector] | None = None) ->
             monitor = ProcessMonitor(storage, all_projectors())
         app[RUNNER] = monitor
         app[WRITER] = GroupCommitWriter(
-            settings.data_dir, on_commit=monitor.notify, on_batch=app[METRICS].batch_size.observe
+            storage.log_store(writer=True),
+            on_commit=monitor.notify,
+            on_batch=app[METRICS].batch_size.observe,
         )
         await monitor.start()
         yield

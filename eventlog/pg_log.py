@@ -11,7 +11,9 @@ same values in the same order into `chain.link`), so the same deliveries give th
 `hash` columns on both backends. Each table's rows of a batch go in one `executemany`
 (pipelined by psycopg). A batch the database refuses because of one delivery's content is
 written again delivery by delivery, each in a savepoint; the one that still fails is stored
-as its request with its body quarantined (`eventlog.store.unstorable`).
+as its request with its body quarantined (`eventlog.store.unstorable`). Every connection
+waits at most `lock_timeout` for a lock and `statement_timeout` for a statement: a stuck
+lock surfaces as an error (the receiver answers 503), never as a writer waiting forever.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from eventlog.append import (
     quarantine_values,
     request_values,
 )
+from eventlog.db import BUSY_TIMEOUT_MS
 from eventlog.read import LogEvent
 from eventlog.store import unstorable
 
@@ -57,13 +60,18 @@ INSERT_QUARANTINE = (
     " ON CONFLICT (content_hash) DO NOTHING"
 )
 # What one delivery's content can make the database (or the encoding of a parameter)
-# refuse: text with NUL or a lone surrogate, a number out of range, a constraint.
+# refuse: text with NUL or a lone surrogate, a number out of range, a constraint. Not any
+# ValueError: one raised by our own code is a bug, and fails the batch as it is.
 ROW_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,  # UnicodeEncodeError among them
-    OverflowError,
-    psycopg.DataError,
+    UnicodeEncodeError,  # a lone surrogate, encoding a parameter as UTF-8
+    psycopg.DataError,  # NUL in text (refused by psycopg), a value out of range
     psycopg.errors.NotNullViolation,
 )  # not a unique violation: under the append lock, that would be a bug, not a bad row
+# Bounded waits, as SQLite's busy timeout: an append waits this long for the append lock
+# (or any other lock) and then fails, and no statement runs longer than the other. The
+# writer answers such a batch 503 rather than hang behind a stuck lock.
+LOCK_TIMEOUT_S = BUSY_TIMEOUT_MS / 1000
+STATEMENT_TIMEOUT_S = 2 * LOCK_TIMEOUT_S
 
 
 @dataclass
@@ -144,13 +152,30 @@ class PostgresLogStore:
 
     backend = "postgresql"
 
-    def __init__(self, url: str, *, max_connections: int = 4) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int = 4,
+        lock_timeout_s: float = LOCK_TIMEOUT_S,
+        statement_timeout_s: float = STATEMENT_TIMEOUT_S,
+    ) -> None:
         self.url = url
+        timeouts = {
+            "lock_timeout": f"{round(lock_timeout_s * 1000)}ms",
+            "statement_timeout": f"{round(statement_timeout_s * 1000)}ms",
+        }
+
+        def configure(conn: psycopg.Connection[Any]) -> None:
+            for name, value in timeouts.items():
+                conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+
         self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             url,
             min_size=1,
             max_size=max_connections,
             kwargs={"autocommit": True},
+            configure=configure,
             check=ConnectionPool.check_connection,
             name="notestore-log",
             open=True,

@@ -16,6 +16,7 @@ propagate: nothing of the batch is committed.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from pathlib import Path
@@ -26,6 +27,7 @@ from eventlog.db import LOG_FILE, open_log
 from eventlog.intake import Intake, Rejected, _body_text
 from eventlog.read import LogEvent, head_seq, log_counts, read_by_entity, read_from
 from eventlog.transactions import immediate
+from eventlog.wal import Checkpointer, open_log_for_writing
 
 UNSTORABLE = "unstorable"  # quarantine reason of a delivery the backend could not store
 
@@ -94,9 +96,10 @@ def _printable(text: str) -> str:
 
 
 # What a delivery's own content can raise while its rows are bound and inserted: text that
-# cannot be encoded, a value out of range, a constraint or trigger refusing the row.
+# cannot be encoded, an integer past 64 bits, a constraint or trigger refusing the row. (Not
+# any ValueError: one raised by our own code is a bug, and fails the batch as it is.)
 SQLITE_ROW_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,  # UnicodeEncodeError among them
+    UnicodeEncodeError,
     OverflowError,
     sqlite3.IntegrityError,
     sqlite3.InterfaceError,
@@ -105,14 +108,21 @@ SQLITE_ROW_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class SQLiteLogStore:
-    """The log in events.db under data_dir: today's functions behind the contract."""
+    """The log in events.db under data_dir: today's functions behind the contract.
+
+    writer=True: the store of the receiver's writer (eventlog.writer.GroupCommitWriter).
+    Its connection never checkpoints the WAL on a commit (wal_autocheckpoint=0): a
+    Checkpointer thread of the store's own does, off the commit path (eventlog.wal), and
+    close() stops it. Use one such store per log at a time.
+    """
 
     backend = "sqlite"
 
-    def __init__(self, data_dir: Path | str) -> None:
+    def __init__(self, data_dir: Path | str, *, writer: bool = False) -> None:
         self.path = Path(data_dir) / LOG_FILE
-        self.conn = open_log(data_dir)
+        self.conn = open_log_for_writing(data_dir) if writer else open_log(data_dir)
         self._lock = threading.Lock()  # one connection: one operation at a time
+        self._checkpointer = Checkpointer(self.path) if writer else None
 
     def append(self, deliveries: list[Delivery]) -> list[Outcome]:
         with self._lock:
@@ -170,4 +180,8 @@ class SQLiteLogStore:
 
     def close(self) -> None:
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
+                with contextlib.suppress(sqlite3.Error):  # what is left for the next opener
+                    self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             self.conn.close()

@@ -1,9 +1,15 @@
-"""Group commit: whatever deliveries are waiting are committed as one transaction.
+"""Group commit: whatever deliveries are waiting are appended to the log as one batch.
 
 GroupCommitWriter: callers `await writer.append(delivery)`, which returns once the
 transaction holding the delivery is durable, or raises LogUnavailable; one writer
-thread commits, and the answers of one batch go back to the event loop in one call.
-`notestore serve` and the tests both use it.
+thread appends through a log store (eventlog.store.LogStore: SQLite or PostgreSQL), and
+the answers of one batch go back to the event loop in one call. `notestore serve` and the
+tests both use it.
+
+A delivery whose rows the database refuses does not fail its batch: the store keeps its
+request and quarantines its body as `unstorable` (eventlog.store). What fails here is the
+database itself (locked past its timeout, disk full, connection lost): every delivery of
+that batch is answered LogUnavailable (503) and nothing of it is stored.
 """
 
 from __future__ import annotations
@@ -11,46 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import math
 import queue
-import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import structlog
 
-from eventlog.append import Delivery, Outcome, append_deliveries
-from eventlog.db import LOG_FILE, connect, open_log, wal_path
+from eventlog.append import Delivery, Outcome
+from eventlog.store import LogStore
 
 log = structlog.get_logger("notestore.writer")
 
 MAX_BATCH = 512
-CHECKPOINT_INTERVAL_S = 1.0
-# The WAL is started over once it holds this much (the -wal file stays well under 256 MB
-# under steady load) ...
-WAL_RESET_BYTES = 64 * 1024 * 1024
-# ... by a checkpoint that keeps commits waiting at most this long for readers, else
-# gives up and tries again a little later.
-WAL_RESET_BUSY_MS = 20
-WAL_RESET_RETRY_S = 0.1
-WAL_RESET_WARN_S = 10.0  # a reset refused for this long is logged (and again as often)
-# No commit seen for this long: empty the -wal file. A round sees the last commit within a
-# second, and the one that truncates comes at most a second late: within 4 s of it.
-WAL_IDLE_S = 2.0
-
-
-def open_log_for_writing(data_dir: Path) -> sqlite3.Connection:
-    conn = open_log(data_dir)
-    conn.execute("PRAGMA wal_autocheckpoint = 0")  # the Checkpointer's job, off the commit path
-    return conn
-
-
-def close_log(conn: sqlite3.Connection) -> None:
-    with contextlib.suppress(sqlite3.Error):
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-    conn.close()
 
 
 class LogUnavailable(Exception):
@@ -64,12 +42,17 @@ _Item = tuple[Delivery, asyncio.AbstractEventLoop, Done]
 class GroupCommitWriter:
     def __init__(
         self,
-        data_dir: Path,
+        store: LogStore,
         on_commit: Callable[[int], None] | None = None,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        """on_commit(last seq) after each commit that appended; on_batch(deliveries) after each."""
-        self._conn = open_log_for_writing(data_dir)
+        """Appends through `store`, which it owns from now on: close() closes it. On SQLite,
+        give it SQLiteLogStore(data_dir, writer=True) (Storage.log_store(writer=True)): that
+        one leaves WAL checkpoints to a thread of its own, off the commit path.
+
+        on_commit(last seq) after each commit that appended; on_batch(deliveries) after each.
+        """
+        self._store = store
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._on_commit = on_commit
         self._on_batch = on_batch
@@ -77,7 +60,6 @@ class GroupCommitWriter:
         self.healthy = True
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
-        self._checkpointer = Checkpointer(Path(data_dir) / LOG_FILE)
 
     async def append(self, delivery: Delivery) -> Outcome:
         if self._stopping.is_set():
@@ -88,11 +70,10 @@ class GroupCommitWriter:
         return await future
 
     def close(self) -> None:
-        """Finish what is queued, then stop."""
+        """Finish what is queued, then stop, and close the store."""
         self._stopping.set()
         self._queue.put(None)
         self._thread.join()
-        self._checkpointer.stop()
         # An append() that raced the stop may have queued after the writer's last batch.
         late: list[_Item] = []
         with contextlib.suppress(queue.Empty):
@@ -102,7 +83,7 @@ class GroupCommitWriter:
                     late.append(item)
         if late:
             _settle(late, [LogUnavailable("the log is shutting down")] * len(late))
-        close_log(self._conn)
+        self._store.close()
 
     def _take_batch(self) -> tuple[list[_Item], bool]:
         first = self._queue.get()
@@ -129,8 +110,8 @@ class GroupCommitWriter:
                 return
 
     def _commit(self, items: list[_Item]) -> None:
-        results = commit_batch(self._conn, [d for d, _, _ in items])
-        self.healthy = not all(isinstance(r, Exception) for r in results)
+        results = commit_batch(self._store, [d for d, _, _ in items])
+        self.healthy = not isinstance(results[0], Exception)
         if self._on_batch is not None:
             self._on_batch(len(items))
         _settle(items, results)
@@ -139,141 +120,21 @@ class GroupCommitWriter:
             self._on_commit(max(seqs))
 
 
-def commit_batch(conn: sqlite3.Connection, deliveries: list[Delivery]) -> list[Outcome | Exception]:
-    """Each delivery's outcome, committed in one transaction; LogUnavailable where it failed.
+def commit_batch(store: LogStore, deliveries: list[Delivery]) -> Sequence[Outcome | Exception]:
+    """Each delivery's outcome, committed in one transaction; or, if the database failed,
+    LogUnavailable for every one of them (nothing of the batch was stored).
 
-    If the transaction fails, each delivery is retried alone, so one odd delivery
-    cannot sink the rest of its batch.
+    A delivery the database refuses does not fail the batch: the store quarantines it
+    (`unstorable`) beside the others. So a failure here is the database's own, and would
+    be again for each delivery alone: nothing is retried.
     """
     try:
-        return list(append_deliveries(conn, deliveries))
+        return store.append(deliveries)
     except Exception as exc:
-        if len(deliveries) > 1:
-            return [result for d in deliveries for result in commit_batch(conn, [d])]
-        log.error("log_commit_failed", error=str(exc))
-        return [LogUnavailable(str(exc))]
-
-
-class Checkpointer:
-    """Keeps the log's WAL small, on a thread and connection of its own, off the commit path.
-
-    The writer turns automatic checkpoints off: they fsync too, and would sit on the
-    commit path of whichever delivery crossed the threshold. Every second a PASSIVE
-    checkpoint copies what it can into events.db without blocking anyone. But PASSIVE
-    never resets the WAL while readers keep using it, and under steady load they always
-    do: the file then grows without end. So, once the WAL holds `reset_bytes`, a RESTART
-    checkpoint makes the writer start the WAL over from its beginning (the next commit
-    cuts the file to JOURNAL_SIZE_LIMIT). RESTART keeps new commits waiting while it
-    finishes the copy and waits for readers of the old WAL: it waits at most `busy_ms`
-    (the PASSIVE just before leaves it little to copy), and when readers are not done by
-    then it gives up and tries again `retry_s` later, for as long as it takes. After
-    `idle_s` without a commit, TRUNCATE empties the file.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        *,
-        interval_s: float = CHECKPOINT_INTERVAL_S,
-        reset_bytes: int = WAL_RESET_BYTES,
-        idle_s: float = WAL_IDLE_S,
-        busy_ms: int = WAL_RESET_BUSY_MS,
-        retry_s: float = WAL_RESET_RETRY_S,
-        clock: Callable[[], float] = time.monotonic,
-        start: bool = True,
-    ) -> None:
-        """start=False: no thread; the caller runs step() itself (tests)."""
-        self._path = path
-        self._interval_s, self._reset_bytes, self._idle_s = interval_s, reset_bytes, idle_s
-        self._retry_s = retry_s
-        self._clock = clock
-        self._conn = connect(path)
-        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
-        self._frame_bytes = int(self._conn.execute("PRAGMA page_size").fetchone()[0]) + 24
-        self._frames = -1  # frames in the WAL at the last step, to tell when commits stop
-        # The WAL was started over and no commit came since: PASSIVE still counts its old
-        # frames (the writer rewinds it on its next commit), which need no reset again.
-        self._restarted = False
-        self._changed_at = clock()
-        self._deferred_since: float | None = None  # since when readers refuse the reset
-        self._warned_at = 0.0
-        self._attempted_at = -math.inf  # when RESTART was last tried
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        if start:
-            self._thread = threading.Thread(target=self._run, name="log-checkpointer", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._conn.close()
-
-    def _run(self) -> None:
-        wait = self._interval_s
-        while not self._stopping.wait(wait):
-            try:
-                done = self.step()
-            except sqlite3.Error as exc:
-                log.warning("wal_checkpoint_failed", error=str(exc))
-                done = "failed"
-            wait = self._retry_s if done == "reset_deferred" else self._interval_s
-
-    def _checkpoint(self, mode: str) -> tuple[bool, int, int]:
-        """(busy, frames in the WAL, frames copied into the database)."""
-        busy, frames, copied = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-        return bool(busy), int(frames), int(copied)
-
-    def step(self) -> str:
-        """One round; says what it did: passive, reset, reset_deferred, truncated, idle."""
-        now = self._clock()
-        _, frames, copied = self._checkpoint("PASSIVE")
-        if frames != self._frames:
-            self._frames, self._changed_at = frames, now
-            self._restarted = False
-        if frames * self._frame_bytes >= self._reset_bytes and not self._restarted:
-            return self._reset(now, frames, everything_copied=copied == frames)
-        if now - self._changed_at >= self._idle_s:
-            try:
-                if wal_path(self._path).stat().st_size == 0:
-                    return "idle"
-            except FileNotFoundError:
-                return "idle"
-            busy, frames, _ = self._checkpoint("TRUNCATE")
-            if busy:  # a reader is still on it: next round
-                return "passive"
-            self._frames = frames
-            return "truncated"
-        return "passive"
-
-    def _reset(self, now: float, frames: int, everything_copied: bool) -> str:
-        # PASSIVE left frames behind: a reader holds an older snapshot, and RESTART would
-        # keep commits waiting for it. Try anyway now and then: most readers are done
-        # within milliseconds, only the ones that come and go all the time kept PASSIVE short.
-        if not everything_copied and now - self._attempted_at < self._interval_s:
-            return "reset_deferred"
-        self._attempted_at = now
-        busy, _, _ = self._checkpoint("RESTART")
-        if busy:
-            # One refusal is ordinary (a reader was mid-statement); say so when it lasts.
-            if self._deferred_since is None:
-                self._deferred_since = self._warned_at = now
-            elif now - self._warned_at >= WAL_RESET_WARN_S:
-                self._warned_at = now
-                log.warning(
-                    "wal_reset_deferred", wal_bytes=frames * self._frame_bytes,
-                    seconds=round(now - self._deferred_since),
-                    hint="a reader has held an old snapshot of the log all this time",
-                )  # fmt: skip
-            return "reset_deferred"
-        if self._deferred_since is not None and self._warned_at > self._deferred_since:
-            log.info("wal_reset_done", seconds=round(now - self._deferred_since))
-        self._deferred_since = None
-        # The count PASSIVE gives stays `frames` until the next commit: self._frames keeps
-        # it, so the idle time still runs from the last commit, and TRUNCATE comes then.
-        self._restarted = True
-        return "reset"
+        log.error(
+            "log_commit_failed", error=f"{type(exc).__name__}: {exc}", deliveries=len(deliveries)
+        )
+        return [LogUnavailable(str(exc)) for _ in deliveries]
 
 
 def _settle(items: list[_Item], results: Sequence[Outcome | Exception]) -> None:

@@ -78,7 +78,13 @@ class Storage:
             return open_pg_views(self.database_url)
         return open_views(self.data_dir)
 
-    def log_store(self) -> LogStore:
+    def log_store(self, *, writer: bool = False) -> LogStore:
+        """The log's storage contract. writer=True: the store of the receiver's writer
+        (eventlog.writer.GroupCommitWriter), which appends from one thread: on SQLite it
+        checkpoints the WAL on a thread of its own, off the commit path; on PostgreSQL it
+        holds one connection."""
+        if self.database_url and writer:
+            return PostgresLogStore(self.database_url, max_connections=1)
         if self.database_url:
             return PostgresLogStore(self.database_url)
-        return SQLiteLogStore(self.data_dir)
+        return SQLiteLogStore(self.data_dir, writer=writer)
