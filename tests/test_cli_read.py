@@ -9,8 +9,20 @@ import sys
 
 import pytest
 
-from tests.helpers import make_block, make_body, post_samples, settled, signed_post
+from tests import pg
+from tests.helpers import (
+    SAMPLE_FILES,
+    SECRETS,
+    make_block,
+    make_body,
+    post_samples,
+    settled,
+    signed_post,
+)
+from tests.ops_kit import Backend, delivery_of
 from tests.server import write_config
+
+pg_server, pg_database, pg_url = pg.pg_server, pg.pg_database, pg.pg_url
 
 OPS = {"Authorization": "Bearer ops-token"}
 COMMENTED_NOTE = "63843fceb0d322e9a7678bec"
@@ -59,6 +71,31 @@ async def test_cli_json_equals_the_http_answer(seeded, args, path):
     resp = await client.get(path, headers=OPS)
     assert resp.status == 200
     assert json.loads(done.stdout) == await resp.json()
+
+
+def test_cli_answers_the_same_on_postgresql_as_on_sqlite(tmp_path, pg_url):
+    """The same deliveries in both backends' logs, views rebuilt: every read command's JSON
+    is the same (on SQLite it is the HTTP answer, above)."""
+    mention = make_block(note_id="n-m", action_time=1669200000.0, event_detail=[
+        {"field_key": "account_mentions", "add": [["acc-1"]]},
+        {"field_key": "description", "add": ["<div>Hello <b>team</b> &amp; co</div>"]},
+    ])  # fmt: skip
+    bodies = [json.loads(p.read_bytes()) for p in SAMPLE_FILES] + [make_body(mention)]
+    deliveries = [delivery_of(body) for body in bodies]
+    configs = []
+    for name, url in (("sqlite", None), ("postgresql", pg_url)):
+        folder = tmp_path / name
+        folder.mkdir()
+        backend = Backend(folder / "data", url)
+        backend.append(deliveries)
+        configs.append(backend.config(folder, SECRETS))
+        assert notestore(configs[-1], "rebuild").returncode == 0
+    for args, _ in CASES:
+        sqlite, postgresql = (notestore(config, *args, "--json") for config in configs)
+        assert sqlite.returncode == postgresql.returncode == 0, postgresql.stderr
+        assert json.loads(postgresql.stdout) == json.loads(sqlite.stdout), args
+    readable = notestore(configs[1], "mentions", "acc-1")
+    assert "Hello team & co" in readable.stdout
 
 
 async def test_readable_output_shows_text_not_html(seeded):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import load_settings
+from app.config import load_settings, shown_url, without_password
 from app.errors import ConfigError
 
 
@@ -114,7 +114,9 @@ def test_the_readmes_example_config_loads(tmp_path):
     block = re.search(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     assert block is not None
     s = load_settings(write(tmp_path / "n.toml", block.group(1)))
-    assert s.merchants_of("16453496-6a17-11ed-8a77-6632ed169876") == {"1b99bdcf-d582-4f49-9715-1b61dfff3924"}
+    assert s.merchants_of("16453496-6a17-11ed-8a77-6632ed169876") == {
+        "1b99bdcf-d582-4f49-9715-1b61dfff3924"
+    }
     assert s.merchants_of("c71f0b7a-6ecc-11ed-9704-468042e8692e") is None
     assert s.apps["16453496-6a17-11ed-8a77-6632ed169876"].secrets == ("old-secret", "new-secret")
 
@@ -124,3 +126,67 @@ def test_a_bound_app_names_merchants_not_a_star(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_settings(cfg)
     assert "leave merchants out" in str(err.value) and str(cfg) in str(err.value)
+
+
+SECRET = "Pa55-never-shown"
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        (f"mysql://u:{SECRET}@localhost/db", "must be a postgresql:// (or postgres://) URL"),
+        (f"localhost:5432/db?password={SECRET}", "must be a postgresql://"),
+        (f"postgresql://u:{SECRET}%zz@localhost/db", "is not a URL PostgreSQL can read"),
+        (f"postgresql://u:{SECRET}@localhost:port/db", "is not a URL PostgreSQL can read"),
+        (f"postgresql://u@localhost/db?password={SECRET}&nonsense=1", "PostgreSQL can read"),
+    ],
+)
+def test_a_bad_database_url_is_one_line_without_its_password(tmp_path, monkeypatch, url, needle):
+    monkeypatch.setenv("NOTESTORE_DATABASE_URL", url)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert message.startswith("environment variable NOTESTORE_DATABASE_URL: ")
+    assert needle in message and "\n" not in message and SECRET not in message
+    cfg = write(tmp_path / "n.toml", f"database_url = {url!r}\n".replace("'", '"'))
+    monkeypatch.delenv("NOTESTORE_DATABASE_URL")
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    assert str(info.value).startswith(f"config file {cfg}: database_url: ")
+    assert SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://notestore@db.internal/notestore", "postgres://u:p@[::1]:5433/n"]
+)
+def test_a_postgresql_url_chooses_postgresql(url, monkeypatch):
+    monkeypatch.setenv("NOTESTORE_DATABASE_URL", url)
+    settings = load_settings()
+    assert settings.database_url == url and settings.storage.backend == "postgresql"
+
+
+def test_an_empty_database_url_means_sqlite(monkeypatch):
+    monkeypatch.setenv("NOTESTORE_DATABASE_URL", "")
+    assert load_settings().storage.backend == "sqlite"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (f"postgresql://u:{SECRET}@h:5/db", "postgresql://u:***@h:5/db"),
+        (f"postgresql://u:{SECRET}%2F@h/db", "postgresql://u:***@h/db"),
+        (f"postgresql://u@h/db?sslmode=require&password={SECRET}", "postgresql://u@h/db?sslmode=require&password=***"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+    ],
+)  # fmt: skip
+def test_a_shown_database_url_never_holds_its_password(url, shown):
+    assert shown_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [f"postgresql://u:{SECRET}@h/db", f"postgresql://u@h/db?password={SECRET}"],
+)
+def test_a_drivers_message_is_one_line_without_the_password(url):
+    message = f'invalid percent-encoded token: "{SECRET}"\n\tthere'
+    assert without_password(message, url) == 'invalid percent-encoded token: "***" there'

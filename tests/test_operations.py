@@ -270,6 +270,8 @@ def _config(folder: Path, data_dir: str | None = None) -> Path:
         ("good", ["status"], {"NOTESTORE_TOKENS": '{"t": ["m\\udcff"]}'}, "NOTESTORE_TOKENS"),
         ("good", ["serve"], {"NOTESTORE_PORT": "abc"}, "NOTESTORE_PORT"),
         ("good", ["status"], {"NOTESTORE_WORKERS": "two"}, "NOTESTORE_WORKERS"),
+        # not a PostgreSQL URL (its password is never echoed: tests/test_cli_postgres.py)
+        ("good", ["status"], {"NOTESTORE_DATABASE_URL": "mysql://h/db"}, "NOTESTORE_DATABASE_URL"),
         ("good", ["status"], {"NOTESTORE_CONFIG": "missing.toml"}, "NOTESTORE_CONFIG"),
         ("bad_port_in_file", ["status"], {}, "config file"),
     ],

@@ -1,4 +1,6 @@
-"""Quarantine replay appends exactly once; backups taken under load restore to the same log and views."""
+"""Quarantine replay appends exactly once (on SQLite and on PostgreSQL); backups taken under load
+restore to the same log and views (SQLite only: a PostgreSQL log is backed up with pg_dump or
+archiving, and `notestore backup` says so, tests/test_cli_postgres.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +9,22 @@ import sqlite3
 import threading
 import time
 
+import pytest
+
 from app.send import post_signed
 from projections.registry import all_projectors
+from tests import pg
 from tests.helpers import SECRETS, make_block, make_body, signature
-from tests.ops_kit import hold_as_if_rejected, notestore
+from tests.ops_kit import Backend, backend_for, hold_as_if_rejected, notestore
 from tests.server import Server, write_config
-from tests.views_kit import Views, append_bodies, fold_from_scratch
+from tests.views_kit import Views, fold_from_scratch
+
+pg_server, pg_database, pg_url = pg.pg_server, pg.pg_database, pg.pg_url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, tmp_path) -> Backend:  # type: ignore[no-untyped-def]
+    return backend_for(request, tmp_path)
 
 
 def message_ids(db) -> list[str]:  # type: ignore[no-untyped-def]
@@ -23,12 +35,10 @@ def message_ids(db) -> list[str]:  # type: ignore[no-untyped-def]
         conn.close()
 
 
-def test_replay_appends_once_and_is_idempotent(tmp_path):
-    config = write_config(tmp_path, SECRETS)
-    data = tmp_path / "data"
-    held = hold_as_if_rejected(data, 5)
-    append_bodies(
-        data,
+def test_replay_appends_once_and_is_idempotent(tmp_path, backend):
+    config = backend.config(tmp_path, SECRETS)
+    held = hold_as_if_rejected(backend.data_dir, 5, database_url=backend.url)
+    backend.append_bodies(
         [
             {
                 "app_id": "16453496-6a17-11ed-8a77-6632ed169876",
@@ -46,16 +56,16 @@ def test_replay_appends_once_and_is_idempotent(tmp_path):
     assert "3 appended" in everything.stdout and "1 still_failing" in everything.stdout
     again = notestore(config, "quarantine", "replay", "--all")
     assert "1 still_failing" in again.stdout and "appended" not in again.stdout
-    assert message_ids(data / "events.db") == [b["message_id"] for b in held]
+    assert backend.message_ids() == [b["message_id"] for b in held]
     assert notestore(config, "verify").returncode == 0
     listing = json.loads(notestore(config, "quarantine", "list", "--json").stdout)
     assert len(listing["items"]) == 6  # quarantine rows are never removed
     assert {i["last_replay"] for i in listing["items"]} == {"appended", "still_failing"}
 
 
-def test_replay_needs_ids_or_all(tmp_path):
-    config = write_config(tmp_path, SECRETS)
-    hold_as_if_rejected(tmp_path / "data", 1)
+def test_replay_needs_ids_or_all(tmp_path, backend):
+    config = backend.config(tmp_path, SECRETS)
+    hold_as_if_rejected(backend.data_dir, 1, database_url=backend.url)
     done = notestore(config, "quarantine", "replay")
     assert done.returncode == 2 and "--all" in done.stderr
 
@@ -68,11 +78,10 @@ def _post(url: str, count: int, statuses: list[int], posted: list[str]) -> None:
         posted.append(block["message_id"])
 
 
-def test_cli_replays_in_several_processes_while_the_server_receives(tmp_path):
+def test_cli_replays_in_several_processes_while_the_server_receives(tmp_path, backend):
     """Nothing lost or doubled, and no delivery is answered 503."""
-    config = write_config(tmp_path, SECRETS)
-    data = tmp_path / "data"
-    held = hold_as_if_rejected(data, 900, per_request=50)
+    config = backend.config(tmp_path, SECRETS)
+    held = hold_as_if_rejected(backend.data_dir, 900, per_request=50, database_url=backend.url)
     statuses: list[int] = []
     posted: list[str] = []
     with Server(config) as server:
@@ -91,7 +100,7 @@ def test_cli_replays_in_several_processes_while_the_server_receives(tmp_path):
         for t in posters + replays:
             t.join()
     assert statuses.count(200) == 600
-    logged = message_ids(data / "events.db")
+    logged = backend.message_ids()
     assert len(logged) == len(set(logged)) == 1500
     assert set(logged) == {b["message_id"] for b in held} | set(posted)
     assert notestore(config, "verify").returncode == 0
