@@ -28,8 +28,9 @@ from eventlog.append import Delivery, Outcome, append_deliveries
 from eventlog.db import LOG_FILE, open_log
 from eventlog.intake import Intake, Rejected, read_body
 from eventlog.replay import held_items, replay
+from eventlog.store import UNSTORABLE, SQLiteLogStore
 from eventlog.verify import verify_log
-from eventlog.writer import GroupCommitWriter, LogUnavailable, commit_batch
+from eventlog.writer import GroupCommitWriter
 from projections.comments import CommentsProjector
 from projections.mentions import MentionsProjector
 from projections.notes import NotesProjector
@@ -286,7 +287,7 @@ async def test_every_connection_that_writes_the_log_has_synchronous_full(
     openers = {o.opener for o in writers}
     # the paths this run must have gone through (any other is checked as well)
     assert {"db.py:open_log", "backup.py:restore"} <= openers, openers
-    assert openers & {"writer.py:__init__", "writer.py:_run"}, openers  # the checkpointer
+    assert "wal.py:__init__" in openers, openers  # the writer store's checkpointer
     not_full = [(o.opener, o.synchronous()) for o in writers if o.synchronous() != 2]
     assert not not_full, not_full  # 2 is FULL
 
@@ -301,39 +302,13 @@ def unstorable(body: dict[str, Any]) -> Delivery:
     return dataclasses.replace(good, intake=dataclasses.replace(good.intake, events=broken))
 
 
-def test_a_failed_group_commit_retries_each_delivery_alone(tmp_path):
-    """Kills: eventlog/writer.py commit_batch failing every delivery of a batch whose
-    transaction failed, instead of retrying each one alone."""
-    conn = open_log(tmp_path)
-    try:
-        bodies = [make_body(make_block(note_id=f"n{i}")) for i in range(4)]
-        batch = [delivery(bodies[0]), delivery(bodies[1]), unstorable(bodies[2]),
-                 delivery(bodies[3])]  # fmt: skip
-        results = commit_batch(conn, batch)
-        assert len(results) == 4
-        assert isinstance(results[2], LogUnavailable)
-        good = [r for i, r in enumerate(results) if i != 2]
-        assert all(isinstance(r, Outcome) and r.accepted == 1 for r in good), results
-        assert [r.seqs for r in good if isinstance(r, Outcome)] == [[1], [2], [3]]
-    finally:
-        conn.close()
-    stored = [row[1] for row in event_rows(tmp_path / LOG_FILE)]
-    wanted = [b["block_event"][0]["message_id"] for i, b in enumerate(bodies) if i != 2]
-    assert stored == wanted
-    check = sqlite3.connect(tmp_path / LOG_FILE)
-    try:
-        assert verify_log(check, chains_only).ok
-        assert check.execute("SELECT count(*) FROM requests").fetchone()[0] == 3
-    finally:
-        check.close()
-
-
 async def test_a_failed_group_commit_still_acknowledges_the_other_deliveries(tmp_path):
-    """Kills the same mutation (no one-by-one retry) through GroupCommitWriter: deliveries
-    queued behind a held write lock are committed as one batch; the unstorable one fails,
-    the others are acknowledged with their outcome and are in the log."""
-    open_log(tmp_path).close()
-    writer = GroupCommitWriter(tmp_path)
+    """Kills: eventlog/store.py SQLiteLogStore.append failing a whole batch whose transaction
+    failed because of one delivery, instead of writing it again delivery by delivery (the
+    one that fails quarantined `unstorable`). Through GroupCommitWriter: deliveries queued
+    behind a held write lock are committed as one batch; the unstorable one is answered as
+    quarantined, the others are acknowledged with their outcome and are in the log."""
+    writer = GroupCommitWriter(SQLiteLogStore(tmp_path, writer=True))
     blocker = sqlite3.connect(tmp_path / LOG_FILE, isolation_level=None)
     try:
         bodies = [make_body(make_block(note_id=f"n{i}")) for i in range(4)]
@@ -353,11 +328,17 @@ async def test_a_failed_group_commit_still_acknowledges_the_other_deliveries(tmp
     finally:
         blocker.close()
         writer.close()
-    assert isinstance(results[2], LogUnavailable), results
+    assert isinstance(results[2], Outcome) and results[2].reasons == [UNSTORABLE], results
     acknowledged = [r for i, r in enumerate(results) if i != 2]
     assert all(isinstance(r, Outcome) and r.accepted == 1 for r in acknowledged), results
     stored = [row[1] for row in event_rows(tmp_path / LOG_FILE)]
     assert stored == [b["block_event"][0]["message_id"] for i, b in enumerate(bodies) if i != 2]
+    check = sqlite3.connect(tmp_path / LOG_FILE)
+    try:
+        assert verify_log(check, chains_only).ok
+        assert check.execute("SELECT count(*) FROM requests").fetchone()[0] == 4
+    finally:
+        check.close()
 
 
 # f. a replay that ends in duplicates and failures is a failure --------------------------------

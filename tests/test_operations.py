@@ -23,7 +23,7 @@ from eventlog.canonical import compact_json
 from eventlog.db import JOURNAL_SIZE_LIMIT, LOG_FILE, connect, open_log, wal_path
 from eventlog.intake import Intake, Rejected, read_body
 from eventlog.replay import held_items, replay
-from eventlog.writer import WAL_IDLE_S, WAL_RESET_WARN_S, Checkpointer, open_log_for_writing
+from eventlog.wal import WAL_IDLE_S, WAL_RESET_WARN_S, Checkpointer, open_log_for_writing
 from tests.helpers import APP_A, make_block, make_body, secret_for, signature, signed_post
 
 THRESHOLD = 256 * 1024  # a small reset size, so the test writes little
