@@ -25,6 +25,7 @@ from eventlog.models import KNOWN_EVENTS
 from eventlog.read import head_seq
 from projections.registry import all_projectors
 from projections.status import all_status
+from projections.storage import SQLITE
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -109,11 +110,13 @@ class StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         settings = self.app[SETTINGS]
         views, log = self.app[READER].connections()  # scrape() runs this in the query pool
-        log_bytes, wal_bytes = file_sizes(settings.events_path)
-        yield GaugeMetricFamily("notestore_log_bytes", "Size of events.db", value=log_bytes)
-        yield GaugeMetricFamily(
-            "notestore_log_wal_bytes", "Size of events.db's WAL (events.db-wal)", value=wal_bytes
-        )
+        if settings.storage.backend == SQLITE:  # on PostgreSQL, the server's own metrics
+            log_bytes, wal_bytes = file_sizes(settings.events_path)
+            yield GaugeMetricFamily("notestore_log_bytes", "Size of events.db", value=log_bytes)
+            yield GaugeMetricFamily(
+                "notestore_log_wal_bytes", "Size of events.db's WAL (events.db-wal)",
+                value=wal_bytes,
+            )  # fmt: skip
         yield GaugeMetricFamily(
             "notestore_disk_free_bytes", "Free space under data_dir",
             value=shutil.disk_usage(settings.data_dir).free,

@@ -55,10 +55,11 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "status": {"enum": ["ok", "degraded", "unavailable"]},
+            "backend": {"enum": ["sqlite", "postgresql"]},
             "reasons": {"type": "array", "items": STR},
             "views_catching_up": {"type": "array", "items": STR},
         },
-        "required": ["status"],
+        "required": ["status", "backend"],
         "additionalProperties": False,
     },
     "Note": _obj(

@@ -9,6 +9,7 @@ same SQL on either.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -25,7 +26,12 @@ SQLITE, POSTGRESQL = "sqlite", "postgresql"
 
 
 def masked(url: str) -> str:
-    """A database URL as it may be shown: its password replaced by ***."""
+    """A database URL as it may be shown: its password replaced by ***, whether in its user
+    part or in a `password=` query parameter."""
+    return re.sub(r"((?:\?|&)password=)[^&]*", r"\1***", _masked_user(url))
+
+
+def _masked_user(url: str) -> str:
     try:
         parts = urlsplit(url)
         if parts.password is None:
@@ -57,11 +63,16 @@ class Storage:
         return f"{SQLITE} {self.data_dir}"
 
     def prepare(self) -> None:
-        """Create the log if it is missing and bring its schema up to date."""
+        """Create the log if it is missing and bring its schema up to date (and data_dir,
+        which holds local files whichever the backend)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.database_url:
             conn = PgConnection.connect(self.database_url, write_lock=0)
             try:
-                pg_schema.migrate(conn.raw)
+                # the service role cannot migrate (`notestore migrate` runs as the owner):
+                # only a log that is behind is migrated here
+                if pg_schema.version(conn.raw) < len(pg_schema.MIGRATIONS):
+                    pg_schema.migrate(conn.raw)
             finally:
                 conn.close()
         else:

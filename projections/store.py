@@ -77,12 +77,18 @@ def open_pg_views(url: str) -> PgConnection:
     raw = psycopg.connect(url, autocommit=True)
     try:
         conn = PgConnection(raw, write_lock=VIEWS_WRITE_LOCK, search_path=VIEWS_SCHEMA)
-        with immediate(conn):  # two instances starting at once create them once
-            raw.execute(
-                pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(VIEWS_SCHEMA))
-            )
-            for statement in _BOOKKEEPING:
-                conn.execute(statement)
+        made = raw.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (f"{VIEWS_SCHEMA}.projector_errors",)
+        ).fetchone()
+        if not (made and made[0]):  # only then take the write lock: a reader never waits
+            with immediate(conn):  # two instances starting at once create them once
+                schema = raw.execute("SELECT to_regnamespace(%s)", (VIEWS_SCHEMA,)).fetchone()
+                if schema is None or schema[0] is None:  # (IF NOT EXISTS needs CREATE anyway)
+                    raw.execute(
+                        pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(VIEWS_SCHEMA))
+                    )
+                for statement in _BOOKKEEPING:
+                    conn.execute(statement)
     except BaseException:
         raw.close()
         raise

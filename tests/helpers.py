@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import json
 import sqlite3
@@ -109,15 +108,16 @@ def snapshot(
 
 
 def views_settled(settings) -> bool:  # type: ignore[no-untyped-def]
-    """Whether every view has applied the whole log."""
-    log = sqlite3.connect(settings.events_path)
-    head = log.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-    log.close()
-    checkpoints: list[int] = []
-    if settings.views_path.exists():
-        views = sqlite3.connect(settings.views_path)
-        with contextlib.suppress(sqlite3.OperationalError):
-            checkpoints = [r[0] for r in views.execute("SELECT checkpoint FROM projectors")]
+    """Whether every view has applied the whole log (on the settings' backend)."""
+    storage = settings.storage
+    if storage.backend == "sqlite" and not settings.views_path.exists():
+        return False
+    log, views = storage.log_reader(), storage.views()
+    try:
+        head = log.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        checkpoints = [r[0] for r in views.execute("SELECT checkpoint FROM projectors")]
+    finally:
+        log.close()
         views.close()
     return len(checkpoints) == 3 and all(c == head for c in checkpoints)
 

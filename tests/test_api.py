@@ -12,6 +12,8 @@ from app.queries import history
 from tests.helpers import make_block, make_body, post_samples, settled, signed_post
 from tests.test_views_seed import COMMENT, NOTE_CREATED, NOTE_DELETED, NOTE_UPDATED
 
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
+
 OPS = {"Authorization": "Bearer ops-token"}
 COMMENTED_NOTE = "63843fceb0d322e9a7678bec"
 

@@ -9,6 +9,8 @@ from app.web import create_app
 from tests.helpers import SECRETS, make_block, make_body, post_samples, settled, signed_post
 from tests.views_kit import append_blocks
 
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
+
 OPS = {"Authorization": "Bearer ops-token"}
 MERCHANT_TOKEN = {
     "Authorization": "Bearer merchant-token"
@@ -105,7 +107,7 @@ async def test_mention_feed_pages_skip_and_repeat_nothing_while_mentions_arrive(
                    event_detail=[{"field_key": "account_mentions", "add": [["acc-1"]]}])
         for i in range(1000)
     ]  # fmt: skip
-    append_blocks(settings.data_dir, blocks, per_request=100)
+    append_blocks(settings.storage, blocks, per_request=100)
     await settled(settings)
     seen: list[str] = []
     cursor, extra = None, 0
@@ -131,7 +133,7 @@ async def test_mention_feed_pages_skip_and_repeat_nothing_while_mentions_arrive(
 async def test_related_notes_page_through(client, settings):
     blocks = [make_block(note_id=f"n{i}", action_time=1_600_000_000.0 + i, event_detail=[{"field_key": "object_id", "add": ["deal-1"]}])
               for i in range(7)]  # fmt: skip
-    append_blocks(settings.data_dir, blocks)
+    append_blocks(settings.storage, blocks)
     await settled(settings)
     status, first, _ = await get(client, "/notes?related_to=deal-1&limit=4")
     assert [n["note_id"] for n in first["items"]] == ["n6", "n5", "n4", "n3"]

@@ -8,17 +8,19 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
+from app.signing import SIGNATURE_HEADER
 from eventlog import pg_schema
 from tests import pg
-from tests.helpers import SAMPLE_FILES, SECRETS, make_block, make_body
+from tests.helpers import SAMPLE_FILES, SECRETS, make_block, make_body, signature, wait_until
 from tests.ops_kit import Backend, delivery_of, notestore
-from tests.server import free_port, write_config
+from tests.server import Server, free_port, write_config
 
 pg_server, pg_database, pg_url = pg.pg_server, pg.pg_database, pg.pg_url
 
@@ -94,12 +96,6 @@ def test_migrate_as_the_owner_then_the_service_role_appends_and_verifies(tmp_pat
     shows_no_password(verified, SERVICE_PASSWORD)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="projections/store.open_pg_views runs CREATE SCHEMA IF NOT EXISTS on every open,"
-    " which PostgreSQL refuses to a role without CREATE on the database even when the schema"
-    " exists (it checks the privilege first)",
-)
 def test_the_service_role_builds_and_owns_the_views_in_their_schema(tmp_path, two_roles):
     owner_url, _, service = two_roles
     config = _migrated(tmp_path, two_roles)
@@ -112,6 +108,22 @@ def test_the_service_role_builds_and_owns_the_views_in_their_schema(tmp_path, tw
             "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'notestore_views'"
         ).fetchall()
     assert owners == [(service,)]
+    # and serve runs as the service role alone: it receives, folds and answers
+    with Server(config) as server:
+        block = make_block("note_create", note_id="served-by-the-service-role")
+        raw = json.dumps(make_body(block)).encode()
+        request = urllib.request.Request(
+            f"{server.url}/webhooks/mobio", data=raw, headers={SIGNATURE_HEADER: signature(raw)}
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert json.loads(resp.read())["accepted"] == 1
+        wait_until(lambda: _checkpoints(config) == {7}, 30, "the service role's views catching up")
+    assert "Traceback" not in server.log_path.read_text()
+
+
+def _checkpoints(config: Path) -> set[int]:
+    status = json.loads(notestore(config, "status", "--json").stdout)
+    return {v["checkpoint"] for v in status["views"]}
 
 
 def test_status_on_postgresql_names_the_backend_and_the_masked_database(tmp_path, pg_url):

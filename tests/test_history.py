@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.helpers import make_block, make_body, settled, signed_post
+
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 OPS = {"Authorization": "Bearer ops-token"}
 T0 = 1669200000.0

@@ -14,12 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from app.config import Settings
 from app.web import create_app
 from eventlog.db import LOG_FILE, connect
 from projections.rebuild import rebuild_all
 from projections.registry import all_projectors
-from projections.store import open_views
 from tests.helpers import (
     APP_A,
     APP_B,
@@ -32,6 +33,8 @@ from tests.helpers import (
     signed_post,
 )
 from tests.views_kit import append_bodies
+
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 THEIRS = "merchant-b"
 NOTE = "637dfa373e395b0cead72666"  # A's note in the samples (created, then updated)
@@ -131,8 +134,8 @@ async def deliver(client, settings: Settings, deliveries: list[tuple[str, dict[s
 
 
 def rebuild(settings: Settings) -> None:
-    views = open_views(settings.data_dir)
-    log = connect(settings.data_dir / LOG_FILE, readonly=True)
+    views = settings.storage.views()
+    log = settings.storage.log_reader()
     try:
         rebuild_all(all_projectors(), views, log)
     finally:
@@ -217,7 +220,7 @@ async def test_an_id_held_by_several_merchants_is_a_409_for_a_star_token_and_nev
 
 
 def _reasons(settings: Settings) -> list[str]:
-    conn = sqlite3.connect(settings.events_path)
+    conn = settings.storage.log_reader()
     try:
         return [r[0] for r in conn.execute("SELECT reason FROM quarantine ORDER BY id")]
     finally:
@@ -306,7 +309,7 @@ def test_replay_judges_merchants_by_the_config_of_today(tmp_path):
     theirs = make_body(make_block(note_id="n-b", merchant_id=THEIRS))
     theirs["merchant_id"] = THEIRS
     mismatch = make_body(make_block(note_id="n-x", merchant_id=THEIRS))  # the envelope names A
-    append_bodies(settings.data_dir, [theirs, mismatch], allowed_merchants={MERCHANT})
+    append_bodies(settings.storage, [theirs, mismatch], allowed_merchants={MERCHANT})
     assert _reasons(settings) == ["merchant_not_allowed", "merchant_mismatch"]
     assert replay(write_config([MERCHANT])) == "2 still_failing\n"
     # an app no longer configured speaks for no merchant (not for any)
@@ -382,7 +385,7 @@ async def test_a_message_id_is_one_merchants_own(client, settings):
 
 
 def test_a_log_written_before_message_ids_were_per_merchant_is_migrated_and_still_verifies(tmp_path):
-    from eventlog.db import LOG_FILE, connect, open_log
+    from eventlog.db import open_log
     from eventlog.migrations import MIGRATIONS, _statements
     from eventlog.verify import verify_log
 
