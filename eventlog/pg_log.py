@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from eventlog import chain
@@ -144,6 +145,65 @@ def _events(rows: Iterable[tuple[Any, ...]]) -> list[LogEvent]:
     return [LogEvent(*row) for row in rows]
 
 
+# The chain heads in one statement (each an index lookup on the primary key).
+HEADS = (
+    "SELECT (SELECT seq FROM events ORDER BY seq DESC LIMIT 1),"
+    " (SELECT hash FROM events ORDER BY seq DESC LIMIT 1),"
+    " (SELECT id FROM requests ORDER BY id DESC LIMIT 1),"
+    " (SELECT hash FROM requests ORDER BY id DESC LIMIT 1)"
+)
+
+
+def _heads_of(row: tuple[Any, ...] | None) -> _Heads:
+    seq, event_hash, ref, request_hash = row or (None, None, None, None)
+    if seq is None:
+        seq, event_hash = 0, chain.GENESIS
+    if ref is None:
+        ref, request_hash = 0, chain.GENESIS
+    return _Heads(int(seq), str(event_hash), int(ref), str(request_hash))
+
+
+def _keys(deliveries: list[Delivery]) -> set[tuple[str, str]]:
+    """(message_id, merchant or '') of every event the deliveries carry."""
+    return {(ev.message_id, ev.merchant_id or "") for d in deliveries for ev in d.intake.events}
+
+
+def _logged_query(keys: set[tuple[str, str]]) -> tuple[str, tuple[list[str], list[str]]]:
+    """Which of `keys` the log already holds: their seq and content hash."""
+    ids, merchants = zip(*keys, strict=True)
+    return (
+        "SELECT e.message_id, coalesce(e.merchant_id, ''), e.seq, e.content_hash"
+        " FROM events e JOIN unnest(%s::text[], %s::text[]) AS k(message_id, merchant)"
+        " ON e.message_id = k.message_id AND coalesce(e.merchant_id, '') = k.merchant",
+        (list(ids), list(merchants)),
+    )
+
+
+def _logged_of(found: list[tuple[Any, ...]]) -> dict[tuple[str, str], tuple[int, str]]:
+    return {(r[0], r[1]): (int(r[2]), str(r[3])) for r in found}
+
+
+def _insert(conn: psycopg.Connection[Any], rows: _Rows) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(INSERT_REQUEST, rows.requests)
+        if rows.events:
+            cur.executemany(INSERT_EVENT, rows.events)
+        if rows.quarantine:
+            cur.executemany(INSERT_QUARANTINE, rows.quarantine)
+
+
+class _Stale(Exception):
+    """The pooled connection was dead before the batch wrote anything: safe to retry."""
+
+
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    """End a transaction a failed batch left open (the connection goes back to the pool)."""
+    if conn.broken or conn.closed:
+        return
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        conn.execute("ROLLBACK")
+
+
 class PostgresLogStore:
     """The log in a PostgreSQL database migrated by eventlog.pg_schema (as its owner).
 
@@ -176,7 +236,6 @@ class PostgresLogStore:
             max_size=max_connections,
             kwargs={"autocommit": True},
             configure=configure,
-            check=ConnectionPool.check_connection,
             name="notestore-log",
             open=True,
         )
@@ -186,15 +245,55 @@ class PostgresLogStore:
     def append(self, deliveries: list[Delivery]) -> list[Outcome]:
         if not deliveries:
             return []
-        with self.pool.connection() as conn, conn.transaction():
+        for attempt in (1, 2):
+            with self.pool.connection() as conn:
+                try:
+                    return self._append_batch(conn, deliveries)
+                except _Stale:
+                    if attempt == 2:
+                        raise
+                    continue  # the pool drops the broken connection: once more on another
+                except ROW_ERRORS:
+                    _rollback(conn)  # written again one by one below, the bad one quarantined
+                except BaseException:
+                    _rollback(conn)
+                    raise
+                return self._append_isolated(conn, deliveries)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _append_batch(conn: psycopg.Connection[Any], deliveries: list[Delivery]) -> list[Outcome]:
+        """The whole batch in one transaction and two round trips: the lock, the heads and
+        the deduplication read pipelined; then every row and the COMMIT pipelined. (The
+        server runs a pipeline's statements in order, so the heads are read once the lock
+        is held.)"""
+        keys = _keys(deliveries)
+        try:
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
+                heads_read = conn.execute(HEADS)
+                logged_read = conn.execute(*_logged_query(keys)) if keys else None
+                heads = _heads_of(heads_read.fetchone())  # syncs the pipeline
+                logged = _logged_of(logged_read.fetchall()) if logged_read else {}
+        except psycopg.OperationalError as exc:
+            if conn.broken:  # nothing was written: a connection the server dropped while idle
+                raise _Stale from exc
+            raise
+        rows = _plan(deliveries, heads, logged)
+        with conn.pipeline():
+            _insert(conn, rows)
+            conn.execute("COMMIT")
+        return rows.outcomes
+
+    def _append_isolated(
+        self, conn: psycopg.Connection[Any], deliveries: list[Delivery]
+    ) -> list[Outcome]:
+        """Delivery by delivery, each in a savepoint: one the database refuses is stored as
+        its request with its body quarantined (`unstorable`), its neighbours as they are."""
+        with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
-            heads = self._heads(conn)
-            try:
-                with conn.transaction():  # a savepoint
-                    rows = self._write(conn, deliveries, heads)
-                return rows.outcomes
-            except ROW_ERRORS:
-                pass  # written again one by one below, the bad one quarantined
+            heads = _heads_of(conn.execute(HEADS).fetchone())
             outcomes = []
             for d in deliveries:
                 try:
@@ -208,33 +307,11 @@ class PostgresLogStore:
             return outcomes
 
     @staticmethod
-    def _heads(conn: psycopg.Connection[Any]) -> _Heads:
-        event = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-        request = conn.execute("SELECT id, hash FROM requests ORDER BY id DESC LIMIT 1").fetchone()
-        seq, event_hash = (int(event[0]), str(event[1])) if event else (0, chain.GENESIS)
-        ref, request_hash = (int(request[0]), str(request[1])) if request else (0, chain.GENESIS)
-        return _Heads(seq, event_hash, ref, request_hash)
-
-    @staticmethod
     def _write(conn: psycopg.Connection[Any], deliveries: list[Delivery], heads: _Heads) -> _Rows:
-        keys = {(ev.message_id, ev.merchant_id or "") for d in deliveries for ev in d.intake.events}
-        logged: dict[tuple[str, str], tuple[int, str]] = {}
-        if keys:
-            ids, merchants = zip(*keys, strict=True)
-            found = conn.execute(
-                "SELECT e.message_id, coalesce(e.merchant_id, ''), e.seq, e.content_hash"
-                " FROM events e JOIN unnest(%s::text[], %s::text[]) AS k(message_id, merchant)"
-                " ON e.message_id = k.message_id AND coalesce(e.merchant_id, '') = k.merchant",
-                (list(ids), list(merchants)),
-            ).fetchall()
-            logged = {(r[0], r[1]): (int(r[2]), str(r[3])) for r in found}
+        keys = _keys(deliveries)
+        logged = _logged_of(conn.execute(*_logged_query(keys)).fetchall()) if keys else {}
         rows = _plan(deliveries, heads, logged)
-        with conn.cursor() as cur:
-            cur.executemany(INSERT_REQUEST, rows.requests)
-            if rows.events:
-                cur.executemany(INSERT_EVENT, rows.events)
-            if rows.quarantine:
-                cur.executemany(INSERT_QUARANTINE, rows.quarantine)
+        _insert(conn, rows)
         return rows
 
     # --- reading -----------------------------------------------------------------------
