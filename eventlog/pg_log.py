@@ -245,21 +245,25 @@ class PostgresLogStore:
     def append(self, deliveries: list[Delivery]) -> list[Outcome]:
         if not deliveries:
             return []
-        for attempt in (1, 2):
-            with self.pool.connection() as conn:
-                try:
-                    return self._append_batch(conn, deliveries)
-                except _Stale:
-                    if attempt == 2:
-                        raise
-                    continue  # the pool drops the broken connection: once more on another
-                except ROW_ERRORS:
-                    _rollback(conn)  # written again one by one below, the bad one quarantined
-                except BaseException:
-                    _rollback(conn)
-                    raise
-                return self._append_isolated(conn, deliveries)
-        raise AssertionError("unreachable")
+        try:
+            return self._append_on_a_connection(deliveries)
+        except _Stale:
+            # the server dropped it while idle (a restart?): drop every dead one, once more
+            self.pool.check()
+            return self._append_on_a_connection(deliveries)
+
+    def _append_on_a_connection(self, deliveries: list[Delivery]) -> list[Outcome]:
+        with self.pool.connection() as conn:
+            try:
+                return self._append_batch(conn, deliveries)
+            except _Stale:
+                raise
+            except ROW_ERRORS:
+                _rollback(conn)  # written again one by one below, the bad one quarantined
+            except BaseException:
+                _rollback(conn)
+                raise
+            return self._append_isolated(conn, deliveries)
 
     @staticmethod
     def _append_batch(conn: psycopg.Connection[Any], deliveries: list[Delivery]) -> list[Outcome]:

@@ -474,3 +474,23 @@ def test_nul_in_indexed_text_loses_nothing_and_fails_no_batch(store: Store) -> N
     assert rows(store, "SELECT reason, request_ref, message_id FROM quarantine") == [("invalid_block", 1, None)]
     assert rows(store, "SELECT request_id FROM requests ORDER BY id") == [(with_good.intake.request_id,), (None,), (after.intake.request_id,)]
     assert chain_breaks(store) == []
+
+
+def test_a_connection_the_server_dropped_while_idle_costs_no_delivery(pg_url: str) -> None:
+    """A PostgreSQL restart (here: the server ending the appender's session) between two
+    batches: the next batch is written on a new connection, not refused."""
+    store = open_postgres(pg_url)
+    try:
+        first = delivery(body_for(block()))
+        assert store.append([first])[0].accepted == 1
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert ended is not None and ended[0] >= 1
+        second = delivery(body_for(block()))
+        assert store.append([second])[0].accepted == 1
+        assert store.counts()["events"] == 2 and not chain_breaks(store)
+    finally:
+        store.close()
