@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from eventlog.canonical import compact_json, loads_strict
 from eventlog.dbapi import Connection
@@ -42,6 +42,7 @@ class Projector(ABC):
         """Fold `events` (already filtered to event_types, in seq order) into the tables."""
 
 
+IDS_PER_QUERY = 500  # bound variables per statement: far below SQLite's limit, whatever the build
 Key = tuple[str, str]  # (merchant key, entity id): an entity is (merchant, id), spec/views.md
 
 
@@ -61,17 +62,31 @@ class EntityProjector(Projector):
     state_table: str
     key_column: str
 
-    def load(self, conn: Connection, suffix: str, key: Key) -> EntityState | None:
-        row = conn.execute(
-            f"SELECT state FROM {self.state_table}{suffix}"
-            f" WHERE merchant_id = ? AND {self.key_column} = ?",
-            key,
-        ).fetchone()
-        return EntityState.from_json(key[1], loads_strict(row[0])) if row else None
+    def load_many(
+        self, conn: Connection, suffix: str, keys: Iterable[Key]
+    ) -> dict[Key, EntityState]:
+        """The stored states of `keys` (those that have one), a few statements per batch."""
+        wanted = set(keys)
+        ids = sorted({entity_id for _, entity_id in wanted})
+        found: dict[Key, EntityState] = {}
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            chunk = ids[start : start + IDS_PER_QUERY]
+            rows = conn.execute(
+                f"SELECT merchant_id, {self.key_column}, state FROM {self.state_table}{suffix}"
+                f" WHERE {self.key_column} IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            for merchant, entity_id, state in rows:
+                if (merchant, entity_id) in wanted:  # the same id under another merchant: not it
+                    found[(merchant, entity_id)] = EntityState.from_json(
+                        entity_id, loads_strict(state)
+                    )
+        return found
 
     @abstractmethod
-    def save(self, conn: Connection, suffix: str, state: EntityState) -> None:
-        """Write one entity's rows from its folded state."""
+    def save(self, writes: Writes, suffix: str, state: EntityState) -> None:
+        """Write one entity's rows from its folded state (into `writes`, which runs each
+        statement once for every entity of the batch: see save_all)."""
 
     def apply(self, conn: Connection, events: Sequence[LogEvent], suffix: str) -> None:
         touched: dict[Key, EntityState] = {}
@@ -86,16 +101,19 @@ class EntityProjector(Projector):
         states: dict[Key, EntityState],
     ) -> None:
         """Fold events into `states`, loading an entity from its table the first time it is met."""
+        first: dict[Key, LogEvent] = {}  # each entity met for the first time, by its first event
+        for event in events:
+            if event.entity_id is not None:
+                key = (merchant_key(event.merchant_id), event.entity_id)
+                if key not in states and key not in first:
+                    first[key] = event
+        stored = self.load_many(conn, suffix, first)
+        for key, event in first.items():
+            states[key] = stored.get(key) or EntityState(key[1], event.merchant_id)
         for event in events:
             if event.entity_id is None:
                 continue
-            key = (merchant_key(event.merchant_id), event.entity_id)
-            state = states.get(key)
-            if state is None:
-                state = self.load(conn, suffix, key) or EntityState(
-                    event.entity_id, event.merchant_id
-                )
-                states[key] = state
+            state = states[(merchant_key(event.merchant_id), event.entity_id)]
             try:
                 state.fold(event)
             except Exception as exc:
@@ -104,17 +122,38 @@ class EntityProjector(Projector):
     def save_all(
         self, conn: Connection, suffix: str, states: dict[Key, EntityState]
     ) -> None:
+        writes = Writes()
         for state in states.values():
-            self.save(conn, suffix, state)
+            self.save(writes, suffix, state)
+        writes.run(conn)
 
 
-def upsert(
-    conn: Connection, table: str, key: tuple[str, ...], row: dict[str, object]
-) -> None:
+class Writes:
+    """A batch's writes, gathered per statement and run as one executemany each, in the
+    order each statement was first met: one round trip per statement on PostgreSQL, one
+    prepared statement on SQLite. Correct because save_all saves each entity once, so a
+    statement's rows never need to interleave with another's of the same entity."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[Sequence[object]]] = {}
+
+    def execute(self, sql: str, parameters: Sequence[object] = ()) -> None:
+        self.rows.setdefault(sql, []).append(parameters)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        self.rows.setdefault(sql, []).extend(rows)
+
+    def run(self, conn: Connection) -> None:
+        for sql, rows in self.rows.items():
+            if rows:
+                conn.executemany(sql, rows)
+
+
+def upsert(writes: Writes, table: str, key: tuple[str, ...], row: dict[str, object]) -> None:
     """Insert the row, or update every other column of the row with the same key."""
     columns = ", ".join(row)
     updates = ", ".join(f"{c} = excluded.{c}" for c in row if c not in key)
-    conn.execute(
+    writes.execute(
         f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(row))})"
         f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}",
         tuple(row.values()),

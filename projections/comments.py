@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from eventlog.dbapi import Connection
 from eventlog.models import COMMENT_EVENTS
-from projections.base import EntityProjector, doc_text, merchant_key, state_text, upsert
+from projections.base import EntityProjector, Writes, doc_text, merchant_key, state_text, upsert
 from projections.documents import comment_document
 from projections.fold import EntityState
 
@@ -38,9 +37,9 @@ class CommentsProjector(EntityProjector):
             f"CREATE INDEX comments_{g}_note ON comments{suffix} (note_id)",
         ]
 
-    def save(self, conn: Connection, suffix: str, state: EntityState) -> None:
+    def save(self, writes: Writes, suffix: str, state: EntityState) -> None:
         doc = comment_document(state)
-        upsert(conn, f"comments{suffix}", ("merchant_id", "comment_id"), {
+        upsert(writes, f"comments{suffix}", ("merchant_id", "comment_id"), {
             "merchant_id": merchant_key(state.merchant_id),
             "comment_id": state.entity_id,
             "note_id": doc["note_id"],

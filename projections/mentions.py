@@ -5,9 +5,8 @@ Keeps its own fold of each note (mention_notes), so it needs no other view.
 
 from __future__ import annotations
 
-from eventlog.dbapi import Connection
 from eventlog.models import NOTE_EVENTS
-from projections.base import EntityProjector, doc_text, merchant_key, state_text, upsert
+from projections.base import EntityProjector, Writes, doc_text, merchant_key, state_text, upsert
 from projections.documents import mention_item, mentioned_accounts, note_document
 from projections.fold import EntityState
 
@@ -43,15 +42,15 @@ class MentionsProjector(EntityProjector):
             f"CREATE INDEX mentions_{g}_note ON mentions{suffix} (merchant_id, note_id)",
         ]
 
-    def save(self, conn: Connection, suffix: str, state: EntityState) -> None:
+    def save(self, writes: Writes, suffix: str, state: EntityState) -> None:
         merchant = merchant_key(state.merchant_id)
         upsert(
-            conn,
+            writes,
             f"mention_notes{suffix}",
             ("merchant_id", "note_id"),
             {"merchant_id": merchant, "note_id": state.entity_id, "state": state_text(state)},
         )
-        conn.execute(
+        writes.execute(
             f"DELETE FROM mentions{suffix} WHERE merchant_id = ? AND note_id = ?",
             (merchant, state.entity_id),
         )
@@ -59,7 +58,7 @@ class MentionsProjector(EntityProjector):
         if not accounts:
             return
         note = note_document(state)
-        conn.executemany(
+        writes.executemany(
             f"INSERT INTO mentions{suffix} VALUES (?, ?, ?, ?, ?)",
             [(account, merchant, state.entity_id, at, doc_text(mention_item(note, at)))
              for account, at in accounts.items()],

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from eventlog.dbapi import Connection
 from eventlog.models import NOTE_EVENTS
-from projections.base import EntityProjector, doc_text, merchant_key, state_text, upsert
+from projections.base import EntityProjector, Writes, doc_text, merchant_key, state_text, upsert
 from projections.documents import note_document
 from projections.fold import EntityState
 
@@ -57,10 +56,10 @@ class NotesProjector(EntityProjector):
             f"CREATE INDEX note_links_{g}_note ON note_links{suffix} (merchant_id, note_id)",
         ]
 
-    def save(self, conn: Connection, suffix: str, state: EntityState) -> None:
+    def save(self, writes: Writes, suffix: str, state: EntityState) -> None:
         doc = note_document(state)
         merchant = merchant_key(state.merchant_id)
-        upsert(conn, f"notes{suffix}", ("merchant_id", "note_id"), {
+        upsert(writes, f"notes{suffix}", ("merchant_id", "note_id"), {
             "merchant_id": merchant,
             "note_id": state.entity_id,
             "deleted": int(state.deleted),
@@ -68,12 +67,12 @@ class NotesProjector(EntityProjector):
             "doc": doc_text(doc),
             "state": state_text(state),
         })  # fmt: skip
-        conn.execute(
+        writes.execute(
             f"DELETE FROM note_links{suffix} WHERE merchant_id = ? AND note_id = ?",
             (merchant, state.entity_id),
         )
         if not state.deleted:
-            conn.executemany(
+            writes.executemany(
                 f"INSERT INTO note_links{suffix} VALUES (?, ?, ?, ?)",
                 [(rid, merchant, state.entity_id, state.last_action_time)
                  for rid in set(related_ids(doc))],
