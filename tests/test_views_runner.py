@@ -21,11 +21,13 @@ class PoisonedNotes(NotesProjector):
 
     armed = True
 
-    def apply(self, conn, events: Sequence[LogEvent], suffix: str) -> None:  # type: ignore[no-untyped-def]
+    # fold_into: what a live batch (apply) and a rebuild both fold with, so the poison
+    # stops the view whichever meets it first
+    def fold_into(self, conn, events: Sequence[LogEvent], suffix: str, states) -> None:  # type: ignore[no-untyped-def]
         for event in events:
             if self.armed and "poison" in event.message_id:
                 raise ProjectionFailed(self.name, event, RuntimeError("cannot fold this"))
-        super().apply(conn, events, suffix)
+        super().fold_into(conn, events, suffix, states)
 
 
 T0 = 1669200000.0  # a plausible action_time (intake quarantines times before 2000)
