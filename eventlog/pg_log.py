@@ -41,6 +41,9 @@ from eventlog.store import unstorable
 
 # pg_advisory_xact_lock key serialising appends ("noteappd")
 APPEND_LOCK = 0x6E6F7465_61707064
+# NOTIFY channel: each commit that appended events says so, with the last seq (projectors
+# LISTEN, and poll only as a fallback)
+LOG_CHANNEL = "notestore_log"
 EVENT_READ_COLUMNS = (
     "seq, message_id, event_type, entity, entity_id, note_id, merchant_id, app_id,"
     " request_id, action_time, created_time, received_at, block"
@@ -287,6 +290,8 @@ class PostgresLogStore:
         rows = _plan(deliveries, heads, logged)
         with conn.pipeline():
             _insert(conn, rows)
+            if rows.events:  # delivered at COMMIT, to every instance's listening projectors
+                conn.execute("SELECT pg_notify(%s, %s)", (LOG_CHANNEL, str(rows.heads.seq)))
             conn.execute("COMMIT")
         return rows.outcomes
 
@@ -308,6 +313,7 @@ class PostgresLogStore:
                         rows = self._write(conn, [unstorable(d, exc)], heads)
                 heads = rows.heads
                 outcomes += rows.outcomes
+            conn.execute("SELECT pg_notify(%s, %s)", (LOG_CHANNEL, str(heads.seq)))
             return outcomes
 
     @staticmethod

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import psycopg
 import structlog
 
+from eventlog.pg_log import LOG_CHANNEL
 from projections.registry import all_projectors
 from projections.runner import Runner
 from projections.storage import Storage
@@ -32,6 +34,9 @@ from projections.storage import Storage
 log = structlog.get_logger("notestore.projections")
 
 POLL_S = 0.02  # a cheap max(seq) query; bounds how stale views get
+# On PostgreSQL a commit wakes the projectors (LISTEN/NOTIFY): polling is only the fallback
+# for what comes without a notification (a replay from the command line, a lost listener).
+PG_POLL_S = 0.5
 COALESCE_S = 0.02
 # Normal priority, on purpose. Measured when serve had worker processes (bench_freshness.py,
 # half the maximum ingest rate): SCHED_IDLE gave a freshness p99 of 1.4 s, nice 10 0.8 s,
@@ -82,13 +87,38 @@ def lease_held(conn: psycopg.Connection[Any]) -> bool:
     return not conn.broken
 
 
+def listen(url: str, runner: Runner, stop: threading.Event) -> None:
+    """Wake the runner on each NOTIFY of a commit to the log, until `stop`; connects again
+    after losing the server (and wakes the runner then, for what came meanwhile)."""
+    while not stop.is_set():
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f"LISTEN {LOG_CHANNEL}")
+                runner.notify(0)
+                while not stop.is_set():
+                    for _ in conn.notifies(timeout=CHECK_S, stop_after=1):
+                        runner.notify(0)
+        except psycopg.OperationalError as exc:
+            log.warning("projector_listen_lost", error=str(exc).splitlines()[0] if str(exc) else "")
+            stop.wait(1.0)
+
+
 async def _run(storage: Storage, parent: int, lease: psycopg.Connection[Any] | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    runner = Runner(storage, all_projectors(), poll_interval=POLL_S, min_interval=COALESCE_S)
+    poll = PG_POLL_S if storage.database_url else POLL_S
+    runner = Runner(storage, all_projectors(), poll_interval=poll, min_interval=COALESCE_S)
     await runner.start()
+    listening = threading.Event()  # set: stop listening
+    listener = None
+    if storage.database_url:
+        listener = threading.Thread(
+            target=listen, args=(storage.database_url, runner, listening), daemon=True,
+            name="log-listener",
+        )  # fmt: skip
+        listener.start()
     code = 0
     while not stop.is_set() and _parent_alive(parent):
         with contextlib.suppress(TimeoutError):
@@ -98,7 +128,10 @@ async def _run(storage: Storage, parent: int, lease: psycopg.Connection[Any] | N
             log.warning("projector_lease_lost")
             code = 3
             break
+    listening.set()
     await runner.stop()
+    if listener is not None:
+        await asyncio.to_thread(listener.join, 2 * CHECK_S)
     return code
 
 
