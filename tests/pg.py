@@ -19,6 +19,13 @@ the whole session even when several modules import the fixture.
 `pg_database` / `pg_url` (function) create a database of their own for each test and drop it
 afterwards, together with any role named through `pg_database.role(...)`.
 
+`fresh_database(server)` (a context manager) makes another such database wherever one test
+needs several, e.g. one per hypothesis example: the PostgreSQL log is append-only, so a fresh
+log is a fresh database. `template_database(server, key, prepare)` makes (once per session
+and key) a database that `prepare(url)` filled, to clone with `fresh_database(server,
+template=...)`: a copy of a migrated database is about three times quicker than migrating
+a new one. Templates are dropped when the session ends.
+
 Environment:
 - NOTESTORE_TEST_DATABASE_URL: use that server instead of starting one (a
   `postgresql://user:password@host:port/db` URL of a superuser: the tests create databases
@@ -42,7 +49,8 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -262,6 +270,7 @@ class _Shared:
     server: PgServer | None = None
     reason: str | None = None
     users = 0
+    templates: dict[str, str] = {}  # key -> name of a template database (template_database)
 
 
 def _acquire() -> PgServer:
@@ -286,7 +295,14 @@ def _release() -> None:
     _Shared.users -= 1
     if _Shared.users == 0 and _Shared.server is not None:
         server, _Shared.server = _Shared.server, None
-        _stop_cluster(server)
+        templates, _Shared.templates = list(_Shared.templates.values()), {}
+        try:
+            if templates and not server.started_here:  # ours is removed whole below
+                with _admin(server) as admin:
+                    for name in templates:
+                        _drop_database(admin, name)
+        finally:
+            _stop_cluster(server)
 
 
 @pytest.fixture(scope="session")
@@ -322,21 +338,56 @@ def _admin(server: PgServer) -> psycopg.Connection:
     return psycopg.connect(server.admin_url, autocommit=True, connect_timeout=10)
 
 
-@pytest.fixture
-def pg_database(pg_server: PgServer) -> Iterator[PgDatabase]:
+def _drop_database(admin: psycopg.Connection, name: str) -> None:
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def fresh_database(server: PgServer, template: str | None = None) -> Iterator[PgDatabase]:
+    """A new, empty database (or a copy of `template`), dropped on leaving together with the
+    roles named through its `role(...)`."""
     name = f"notestore_test_{uuid.uuid4().hex[:12]}"
-    with _admin(pg_server) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    database = PgDatabase(name=name, url=pg_server.url(name), server=pg_server)
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    with _admin(server) as admin:
+        if template is not None:
+            create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+            if admin.info.server_version >= 150000:  # before 15, FILE_COPY is the only way
+                # for a small template, copying its files beats WAL-logging every page
+                create += sql.SQL(" STRATEGY FILE_COPY")
+        admin.execute(create)
+    database = PgDatabase(name=name, url=server.url(name), server=server)
     try:
         yield database
     finally:
-        with _admin(pg_server) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        with _admin(server) as admin:
+            _drop_database(admin, name)
             for role in database.roles:
                 admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def template_database(server: PgServer, key: str, prepare: Callable[[str], None]) -> str:
+    """The name of a database `prepare(url)` filled, made once per session and `key`, to
+    clone with `fresh_database(server, template=name)`. `prepare` must close every
+    connection it opens (PostgreSQL copies no database anyone is connected to)."""
+    if server is not _Shared.server:
+        raise RuntimeError("template_database needs the session's server (the pg_server fixture)")
+    if key not in _Shared.templates:
+        name = f"notestore_template_{uuid.uuid4().hex[:12]}"
+        with _admin(server) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            try:
+                prepare(server.url(name))
+            except BaseException:
+                _drop_database(admin, name)
+                raise
+        _Shared.templates[key] = name
+    return _Shared.templates[key]
+
+
+@pytest.fixture
+def pg_database(pg_server: PgServer) -> Iterator[PgDatabase]:
+    with fresh_database(pg_server) as database:
+        yield database
 
 
 @pytest.fixture

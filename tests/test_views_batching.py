@@ -1,22 +1,24 @@
-"""What makes the projectors cheaper under load: shared batch reads, the paused collector."""
+"""What makes the projectors cheaper under load: shared batch reads (on both backends,
+tests/backends.py), the paused collector (no storage at all)."""
 
 from __future__ import annotations
 
 import gc
-import tempfile
 import threading
-from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from eventlog.db import LOG_FILE, connect, open_log
 from eventlog.read import head_seq, read_from
 from projections.engine import SharedReads
 from projections.gc_pause import gc_paused
+from projections.storage import Storage
+from tests import backends as kit
 from tests.helpers import make_block
 from tests.views_kit import append_blocks
+
+backend, backends, pg_server = kit.backend, kit.backends, kit.pg_server
 
 # (events appended first, position asked for, how many)
 reads = st.lists(
@@ -24,27 +26,28 @@ reads = st.lists(
 )
 
 
-@settings(max_examples=30, deadline=None)
-@given(reads)
-def test_shared_reads_give_exactly_what_the_log_gives(steps: list[tuple[int, int, int]]) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp)
-        open_log(data).close()
-        log = connect(data / LOG_FILE, readonly=True)
-        shared = SharedReads()
-        try:
-            for appended, after, limit in steps:
-                if appended:
-                    append_blocks(data, [make_block() for _ in range(appended)])
-                after = min(after, head_seq(log))
-                assert shared.read(log, after, limit) == read_from(log, after, limit)
-        finally:
-            log.close()
+def test_shared_reads_give_exactly_what_the_log_gives(backends: kit.Backends) -> None:
+    @kit.examples(backends, sqlite=30)
+    @given(reads)
+    def check(steps: list[tuple[int, int, int]]) -> None:
+        with backends.fresh() as storage:
+            log = storage.log_reader()
+            shared = SharedReads()
+            try:
+                for appended, after, limit in steps:
+                    if appended:
+                        append_blocks(storage, [make_block() for _ in range(appended)])
+                    after = min(after, head_seq(log))
+                    assert shared.read(log, after, limit) == read_from(log, after, limit)
+            finally:
+                log.close()
+
+    check()
 
 
-def test_projectors_at_the_same_position_share_one_decoded_batch(tmp_path: Path) -> None:
-    append_blocks(tmp_path, [make_block() for _ in range(10)])
-    log = connect(tmp_path / LOG_FILE, readonly=True)
+def test_projectors_at_the_same_position_share_one_decoded_batch(backend: Storage) -> None:
+    append_blocks(backend, [make_block() for _ in range(10)])
+    log = backend.log_reader()
     shared = SharedReads()
     first = shared.read(log, 0, 8)
     second = shared.read(log, 0, 8)

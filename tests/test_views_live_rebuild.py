@@ -1,5 +1,7 @@
 """Views built while the service runs: a view being built answers 503 and the others carry on;
-`notestore rebuild` while a real server keeps receiving ends with views equal to a fresh fold."""
+`notestore rebuild` while a real server keeps receiving ends with views equal to a fresh fold.
+Both on SQLite and on PostgreSQL (the `backends` marker of tests/conftest.py, tests/backends.py);
+what `status` and `rebuild` say of a missing events.db is SQLite's alone."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 from app.keys import RUNNER
 from app.send import post_signed
 from app.web import create_app
@@ -15,14 +19,16 @@ from projections.comments import CommentsProjector
 from projections.mentions import MentionsProjector
 from projections.notes import NotesProjector
 from projections.registry import all_projectors
+from projections.storage import Storage
+from tests import backends as kit
 from tests.helpers import SECRETS, make_block, make_body, settled, signature, wait_for, wait_until
 from tests.server import Server, write_config
 from tests.views_kit import Views, append_blocks, fold_from_scratch
 
+backend, backends, pg_server = kit.backend, kit.backends, kit.pg_server
+
 OPS = {"Authorization": "Bearer ops-token"}
 T0 = 1669200000.0  # a plausible action_time (intake quarantines times before 2000)
-
-
 
 
 class HeldNotes(NotesProjector):
@@ -45,6 +51,7 @@ class HeldNotes(NotesProjector):
         super().fold_into(conn, events, suffix, states)
 
 
+@pytest.mark.backends("sqlite", "postgresql")
 async def test_a_view_being_built_answers_503_with_retry_after(aiohttp_client, settings):
     """While the notes view is held mid-build its route answers 503 with Retry-After, the
     log's routes and /healthz answer meanwhile; once the build ends the note is served.
@@ -52,7 +59,8 @@ async def test_a_view_being_built_answers_503_with_retry_after(aiohttp_client, s
     (Was in test_api_params_and_scope.py, where the gate sat in apply(), which a rebuild
     never calls: the 503 depended on the request beating a one-event rebuild.)
     """
-    append_blocks(settings.data_dir, [make_block(note_id="n1")])
+    settings.storage.prepare()
+    append_blocks(settings.storage, [make_block(note_id="n1")])
     held = HeldNotes()
     client = await aiohttp_client(
         create_app(settings, [held, CommentsProjector(), MentionsProjector()])
@@ -109,8 +117,10 @@ def status(config) -> dict:  # type: ignore[no-untyped-def,type-arg]
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
-def test_rebuild_while_posts_keep_arriving(tmp_path):
-    config = write_config(tmp_path, SECRETS)
+def test_rebuild_while_posts_keep_arriving(tmp_path, backend: Storage):
+    more = {"database_url": backend.database_url} if backend.database_url else {}
+    config = write_config(tmp_path, SECRETS, **more)
+    assert backend.data_dir == tmp_path / "data"  # where the config puts it
     with Server(config) as server:
         url = f"{server.url}/webhooks/mobio"
         answers: list[int] = []
@@ -131,9 +141,10 @@ def test_rebuild_while_posts_keep_arriving(tmp_path):
     report = status(config)
     assert report["log"]["events"] == 1100
     assert all(v["checkpoint"] == 1100 and v["error"] is None for v in report["views"])
-    data = tmp_path / "data"
     for projector in all_projectors():
-        assert Views(data, projector).dump() == fold_from_scratch(data, projector), projector.name
+        views = Views(backend, projector)
+        assert views.dump() == fold_from_scratch(backend, projector), projector.name
+        views.close()
 
 
 def test_status_and_rebuild_explain_an_unknown_view_or_a_missing_log(tmp_path):
