@@ -39,7 +39,7 @@ def test_everything_sees_every_merchant_and_none() -> None:
     assert EVERYTHING.merchants is None
     assert EVERYTHING.sees("m-a") and EVERYTHING.sees(None)
     assert rows_in(EVERYTHING) == ["None", "m-a", "m-b", "m-c", "m-d"]
-    assert EVERYTHING.sql() == ("1", ())
+    assert EVERYTHING.sql() == ("TRUE", ())
 
 
 def test_a_scope_sees_only_its_merchants() -> None:
