@@ -1,8 +1,9 @@
 """`notestore serve`: one process serving the app (app.web.create_app) with aiohttp.
 
-The log's writer is a thread of that process (GroupCommitWriter: group commit on
-SQLite), the query routes read in a small thread pool (app.api.Reader), and the
-projectors run in a process the app starts and restarts (app.views_monitor).
+The log's writer is a thread of that process (GroupCommitWriter: group commit through
+the log store, SQLite or PostgreSQL), the query routes read in a small thread pool
+(app.api.Reader), and the projectors run in a process the app starts and restarts
+(app.views_monitor); on PostgreSQL, one instance's projector process runs them for all.
 SIGTERM/SIGINT stop it gracefully: the listening socket closes, requests in flight
 are answered, the writer commits what it was handed, the projector process is stopped.
 """
