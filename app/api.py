@@ -83,16 +83,21 @@ class Reader:
         """fn(views, log, *args) in the pool, with that thread's connections."""
 
         def run() -> T:
-            try:
-                pair = self.connections()
-            except UNAVAILABLE_ERRORS:
-                raise Unavailable(UNREADABLE, RETRY_AFTER_S) from None
-            try:
-                return fn(*pair, *args)
-            except UNAVAILABLE_ERRORS:
-                if any(is_broken(conn) for conn in pair):
+            for attempt in (1, 2):
+                try:
+                    pair = self.connections()
+                except UNAVAILABLE_ERRORS:
+                    raise Unavailable(UNREADABLE, RETRY_AFTER_S) from None
+                try:
+                    return fn(*pair, *args)
+                except UNAVAILABLE_ERRORS:
+                    if not any(is_broken(conn) for conn in pair):
+                        raise Unavailable(UNREADABLE, RETRY_AFTER_S) from None
+                    # the server dropped them (a restart): a read is safe to run again
                     self._forget(pair)
-                raise Unavailable(UNREADABLE, RETRY_AFTER_S) from None
+                    if attempt == 2:
+                        raise Unavailable(UNREADABLE, RETRY_AFTER_S) from None
+            raise AssertionError("unreachable")
 
         return await self.call(run)
 

@@ -13,13 +13,15 @@ import contextlib
 import multiprocessing
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
 from app.logs import is_json
 from app.restarts import Restarts
-from eventlog.dbapi import DATABASE_ERRORS, Connection
+from eventlog.dbapi import DATABASE_ERRORS, Connection, is_broken
 from eventlog.read import head_seq
 from projections import process
 from projections.base import Projector
@@ -27,6 +29,7 @@ from projections.storage import Storage
 from projections.store import last_error, live_row
 
 log = structlog.get_logger("notestore.projections")
+T = TypeVar("T")
 RESTART_CHECK_S = 1.0
 
 
@@ -77,9 +80,8 @@ class ProcessMonitor:
         if name not in self.ready:
             projector = next(p for p in self.projectors if p.name == name)
             try:
-                row = live_row(self._connection(), name)
+                row = self._read(lambda views: live_row(views, name))
             except DATABASE_ERRORS:
-                self._drop_connection()
                 return False
             if row and row.version == projector.version and row.checkpoint >= self.startup_head:
                 self.ready.add(name)
@@ -87,19 +89,29 @@ class ProcessMonitor:
 
     @property
     def errors(self) -> dict[str, str]:
-        found = {}
+        found: dict[str, str] = {}
         try:
-            views = self._connection()
-            for p in self.projectors:
-                error = last_error(views, p.name)
-                if error is not None:
-                    found[p.name] = error.error
+            stored = self._read(
+                lambda views: [(p.name, last_error(views, p.name)) for p in self.projectors]
+            )
+            found.update((name, error.error) for name, error in stored if error is not None)
         except DATABASE_ERRORS as exc:
-            self._drop_connection()
             found["views"] = f"the views cannot be read: {type(exc).__name__}"
         if not self._process_running():
             found["process"] = self._process_problem()
         return found
+
+    def _read(self, fn: Callable[[Connection], T]) -> T:
+        """fn(the views' connection); once more on a new connection if the server dropped it
+        (a PostgreSQL restart ends every session)."""
+        try:
+            return fn(self._connection())
+        except DATABASE_ERRORS:
+            broken = self._views is not None and is_broken(self._views)
+            self._drop_connection()
+            if not broken:
+                raise
+        return fn(self._connection())
 
     def _connection(self) -> Connection:
         """The connection to the views, opened again after one that failed (PostgreSQL)."""

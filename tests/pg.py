@@ -254,6 +254,18 @@ def _stop_cluster(server: PgServer) -> None:
         shutil.rmtree(server.folder, ignore_errors=True)
 
 
+def restart_cluster(server: PgServer) -> None:
+    """Restart a cluster these tests started (fast shutdown: every session is ended, as in a
+    real restart); returns once it accepts connections again."""
+    if not server.started_here or server.folder is None:
+        pytest.skip("restarting needs a PostgreSQL these tests started")
+    # -l: the new server's output to its log, or it would hold our pipes open
+    restart = [("restart" if arg == "stop" else arg) for arg in server.stop]
+    restart += ["-l", str(server.folder / "server.log")]
+    done = subprocess.run(restart, cwd=server.folder, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def _use_configured(url: str) -> PgServer:
     try:
         psycopg.connect(url, connect_timeout=10).close()
