@@ -90,6 +90,9 @@ class Reader:
                     raise Unavailable(UNREADABLE, RETRY_AFTER_S) from None
                 try:
                     return fn(*pair, *args)
+                except psycopg.DataError:  # a value PostgreSQL cannot take (params.py refuses
+                    # those it knows of): the request's fault, never a 500
+                    raise BadRequest("a value in this request cannot be looked up") from None
                 except UNAVAILABLE_ERRORS:
                     if not any(is_broken(conn) for conn in pair):
                         raise Unavailable(UNREADABLE, RETRY_AFTER_S) from None

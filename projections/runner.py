@@ -120,9 +120,13 @@ class Runner:
             if self._stop.is_set():
                 raise Stopping
 
-        while not self._stop.is_set() and needs_rebuild(views, projector):
-            log.info("projector_rebuilding", projector=projector.name, version=projector.version)
-            try:
+        while not self._stop.is_set():
+            try:  # the check too: a connection that broke fails it like any step
+                if not needs_rebuild(views, projector):
+                    return
+                log.info(
+                    "projector_rebuilding", projector=projector.name, version=projector.version
+                )
                 await asyncio.to_thread(rebuild, projector, views, events, stop_check)
             except Stopping:
                 return

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 from app.config import Settings
@@ -149,3 +152,14 @@ async def test_an_as_of_beyond_datetimes_range_is_a_400(client):
     for value in ("0001-01-01T00:00%2B01:00", "9999-12-31T23:59-01:00"):
         status, body, _ = await get(client, f"/notes/n?as_of={value}")
         assert status == 400 and "as_of" in body["error"], value
+
+
+async def test_an_id_or_cursor_holding_a_control_character_is_a_400_on_every_backend(client, settings):
+    """No stored id holds one, and PostgreSQL cannot be asked about a NUL at all."""
+    await settled(settings)
+    forged = base64.urlsafe_b64encode(json.dumps([1.0, "n\x00", "m"]).encode()).decode()
+    for path in ("/notes/a%00b", "/notes/a%00b/history", "/notes/a%00b/comments",
+                 "/accounts/a%00b/mentions", "/notes/a%0Ab", "/notes?related_to=d%00",
+                 "/notes/n1?merchant_id=m%00", f"/notes?related_to=d&cursor={forged}"):  # fmt: skip
+        status, body, _ = await get(client, path)
+        assert status == 400 and "error" in body, (path, status, body)

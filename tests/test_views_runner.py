@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
 from eventlog.read import LogEvent
+from projections import runner as runner_module
 from projections.base import ProjectionFailed
 from projections.comments import CommentsProjector
 from projections.notes import NotesProjector
@@ -252,3 +254,26 @@ async def test_once_serve_is_stopping_a_projector_process_that_exits_is_not_rest
         assert watch.cancelled() and monitor.restarts == 0 and monitor._child is child
     finally:
         await monitor.stop()
+
+
+async def test_a_failure_while_checking_whether_to_rebuild_is_retried_not_fatal(
+    tmp_path, monkeypatch
+):
+    """The version check reads the views too: when it fails (a connection the server dropped,
+    a disk error), the projector records it and tries again; its task does not end."""
+    append_blocks(tmp_path, [make_block(note_id="n1")])
+    failures = iter([sqlite3.OperationalError("disk I/O error")])
+    real = runner_module.needs_rebuild
+
+    def flaky(views, projector):  # type: ignore[no-untyped-def]
+        for exc in failures:
+            raise exc
+        return real(views, projector)
+
+    monkeypatch.setattr(runner_module, "needs_rebuild", flaky)
+    runner = Runner(tmp_path, [NotesProjector()], poll_interval=0.05, retry_interval=0.05)
+    await runner.start()
+    try:
+        await wait_for(lambda: checkpoint(tmp_path, "notes") == 1, what="the view built anyway")
+    finally:
+        await runner.stop()
