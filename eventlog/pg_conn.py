@@ -26,6 +26,29 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.pq import TransactionStatus
 
+# Every connection notestore opens waits boundedly for a server that does not answer: a
+# connect timeout, TCP keepalives both ways (a host that died or a network cut is noticed
+# in about 25 s, not the kernel's two hours), and the server ends a session left idle
+# inside a transaction, so a client frozen while holding the append lock cannot stop
+# every other instance from receiving.
+CONNECT_OPTIONS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "options": (
+        "-c idle_in_transaction_session_timeout=30000 -c tcp_keepalives_idle=10"
+        " -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+    ),
+}
+
+
+def connect(url: str) -> psycopg.Connection[Any]:
+    """A psycopg connection in autocommit mode, with CONNECT_OPTIONS."""
+    return psycopg.connect(url, autocommit=True, **CONNECT_OPTIONS)
+
+
 _TYPES = {"REAL": "DOUBLE PRECISION", "INTEGER": "BIGINT", "TEXT": 'TEXT COLLATE "C"'}
 _TYPE_WORD = re.compile(r"\b(REAL|INTEGER|TEXT)\b")
 
@@ -61,7 +84,7 @@ class PgConnection:
 
     @classmethod
     def connect(cls, url: str, *, write_lock: int, search_path: str | None = None) -> PgConnection:
-        return cls(psycopg.connect(url, autocommit=True), write_lock=write_lock,
+        return cls(connect(url), write_lock=write_lock,
                    search_path=search_path)  # fmt: skip
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:

@@ -36,6 +36,7 @@ from eventlog.append import (
     request_values,
 )
 from eventlog.db import BUSY_TIMEOUT_MS
+from eventlog.pg_conn import CONNECT_OPTIONS
 from eventlog.read import LogEvent
 from eventlog.store import unstorable
 
@@ -44,6 +45,9 @@ APPEND_LOCK = 0x6E6F7465_61707064
 # NOTIFY channel: each commit that appended events says so, with the last seq (projectors
 # LISTEN, and poll only as a fallback)
 LOG_CHANNEL = "notestore_log"
+# How long an append waits for a pooled connection (the server unreachable): a quick 503
+# rather than every queued delivery waiting psycopg_pool's default 30 s
+POOL_WAIT_S = 5.0
 EVENT_READ_COLUMNS = (
     "seq, message_id, event_type, entity, entity_id, note_id, merchant_id, app_id,"
     " request_id, action_time, created_time, received_at, block"
@@ -237,7 +241,8 @@ class PostgresLogStore:
             url,
             min_size=1,
             max_size=max_connections,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, **CONNECT_OPTIONS},
+            timeout=POOL_WAIT_S,
             configure=configure,
             name="notestore-log",
             open=True,

@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 import structlog
 
+from eventlog import pg_conn
 from eventlog.pg_log import LOG_CHANNEL
 from projections.registry import all_projectors
 from projections.runner import Runner
@@ -56,7 +57,7 @@ def take_lease(url: str, parent: int) -> psycopg.Connection[Any] | None:
     waiting_logged = False
     while _parent_alive(parent):
         try:
-            conn = psycopg.connect(url, autocommit=True, connect_timeout=5)
+            conn = pg_conn.connect(url)
         except psycopg.OperationalError as exc:
             log.warning("projector_lease_unreachable", error=str(exc).splitlines()[0])
             time.sleep(1.0)
@@ -92,13 +93,13 @@ def listen(url: str, runner: Runner, stop: threading.Event) -> None:
     after losing the server (and wakes the runner then, for what came meanwhile)."""
     while not stop.is_set():
         try:
-            with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+            with pg_conn.connect(url) as conn:
                 conn.execute(f"LISTEN {LOG_CHANNEL}")
                 runner.notify(0)
                 while not stop.is_set():
                     for _ in conn.notifies(timeout=CHECK_S, stop_after=1):
                         runner.notify(0)
-        except psycopg.OperationalError as exc:
+        except Exception as exc:  # whatever it was, listen again: polling covers the gap
             log.warning("projector_listen_lost", error=str(exc).splitlines()[0] if str(exc) else "")
             stop.wait(1.0)
 

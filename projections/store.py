@@ -8,9 +8,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 from psycopg import sql as pgsql
 
+from eventlog import pg_conn
 from eventlog.dbapi import Connection
 from eventlog.pg_conn import PgConnection
 from eventlog.transactions import immediate
@@ -74,7 +74,7 @@ def open_views(data_dir: Path | str) -> sqlite3.Connection:
 
 def open_pg_views(url: str) -> PgConnection:
     """The views in `VIEWS_SCHEMA` of the database at `url`, created if missing."""
-    raw = psycopg.connect(url, autocommit=True)
+    raw = pg_conn.connect(url)
     try:
         conn = PgConnection(raw, write_lock=VIEWS_WRITE_LOCK, search_path=VIEWS_SCHEMA)
         made = raw.execute(

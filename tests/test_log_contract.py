@@ -494,3 +494,28 @@ def test_a_connection_the_server_dropped_while_idle_costs_no_delivery(pg_url: st
         assert store.counts()["events"] == 2 and not chain_breaks(store)
     finally:
         store.close()
+
+
+def test_every_postgresql_session_bounds_its_waits(pg_url: str, tmp_path: Path) -> None:
+    """A frozen or cut-off client holding the append lock inside a transaction is ended by the
+    server, and dead peers are noticed by keepalives, on every connection notestore opens."""
+    from eventlog.pg_conn import PgConnection
+    from projections.storage import Storage
+
+    storage = Storage(tmp_path / "data", pg_url)
+    storage.prepare()
+    store = storage.log_store(writer=True)
+    opened = [storage.log_reader(), storage.views()]
+    try:
+        with store.pool.connection() as pooled:  # type: ignore[attr-defined]
+            sessions = [pooled, *(c.raw for c in opened if isinstance(c, PgConnection))]
+            for conn in sessions:
+                shown = {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in (
+                    "idle_in_transaction_session_timeout", "tcp_keepalives_idle")}  # fmt: skip
+                assert shown == {"idle_in_transaction_session_timeout": "30s",
+                                 "tcp_keepalives_idle": "10"}, shown  # fmt: skip
+        assert len(sessions) == 3
+    finally:
+        store.close()
+        for conn in opened:
+            conn.close()
