@@ -56,12 +56,6 @@ class Storage:
     def backend(self) -> str:
         return POSTGRESQL if self.database_url else SQLITE
 
-    def describe(self) -> str:
-        """The backend and where it is, never with a password."""
-        if self.database_url:
-            return f"{POSTGRESQL} {masked(self.database_url)}"
-        return f"{SQLITE} {self.data_dir}"
-
     def prepare(self) -> None:
         """Create the log if it is missing and bring its schema up to date (and data_dir,
         which holds local files whichever the backend)."""

@@ -1,7 +1,9 @@
 """Shared fixtures. `settings` (and `client`, the app over it) use SQLite under tmp_path; a
 module or test marked `@pytest.mark.backends("sqlite", "postgresql")` runs once on each,
 the PostgreSQL case on a fresh database of tests/pg.py's server (skipped without one
-locally, failing with CI=true). A test's own marker wins over its module's."""
+locally, failing with CI=true). A test's own marker wins over its module's. Only tests that
+take `settings`, `client` or `database_url` are run on each backend: a marked test that builds
+its own storage runs once, on what it builds."""
 
 from __future__ import annotations
 

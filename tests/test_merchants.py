@@ -87,8 +87,8 @@ def forged_body(app: str, n: int, delete: bool = True) -> tuple[str, dict[str, A
     return app, body
 
 
-def settings_in(path: Path) -> Settings:
-    return Settings(data_dir=path / "data", apps=SECRETS, tokens=TOKENS)
+def settings_in(path: Path, database_url: str | None = None) -> Settings:
+    return Settings(data_dir=path / "data", apps=SECRETS, tokens=TOKENS, database_url=database_url)
 
 
 ROUTES = [
@@ -143,7 +143,8 @@ def rebuild(settings: Settings) -> None:
         log.close()
 
 
-async def test_forged_events_of_another_merchant_change_nothing_merchant_a_reads(aiohttp_client, tmp_path):
+async def test_forged_events_of_another_merchant_change_nothing_merchant_a_reads(aiohttp_client, tmp_path, database_url):
+    """The attacked store is the backend under test; the clean reference is always SQLite."""
     genuine = genuine_bodies()
     clean = settings_in(tmp_path / "clean")
     clean_client = await aiohttp_client(create_app(clean))
@@ -152,7 +153,7 @@ async def test_forged_events_of_another_merchant_change_nothing_merchant_a_reads
     assert expected[f"/notes/{NOTE}"][0] == 200 and expected["/accounts/acc-1/mentions"][1]["items"]
     assert len(expected[f"/notes/{DELETED_NOTE}/history"][1]["events"]) == 3
 
-    attacked = settings_in(tmp_path / "attacked")
+    attacked = settings_in(tmp_path / "attacked", database_url)
     client = await aiohttp_client(create_app(attacked))
     order = [forged_body(APP_A, 1), *genuine[:3], forged_body(APP_B, 2), *genuine[3:], forged_body(APP_A, 3),
              forged_body(APP_B, 4)]  # fmt: skip
@@ -170,8 +171,8 @@ async def test_forged_events_of_another_merchant_change_nothing_merchant_a_reads
     assert await answers(client, A) == expected
 
 
-async def test_the_other_merchant_reads_only_its_own_events(aiohttp_client, tmp_path):
-    settings = settings_in(tmp_path)
+async def test_the_other_merchant_reads_only_its_own_events(aiohttp_client, tmp_path, database_url):
+    settings = settings_in(tmp_path, database_url)
     client = await aiohttp_client(create_app(settings))
     await deliver(client, settings, [*genuine_bodies(), forged_body(APP_A, 1)])
     b = {"Authorization": "Bearer b-token"}
@@ -188,9 +189,9 @@ async def test_the_other_merchant_reads_only_its_own_events(aiohttp_client, tmp_
 
 
 async def test_an_id_held_by_several_merchants_is_a_409_for_a_star_token_and_never_for_lists(
-    aiohttp_client, tmp_path
+    aiohttp_client, tmp_path, database_url
 ):
-    settings = settings_in(tmp_path)
+    settings = settings_in(tmp_path, database_url)
     client = await aiohttp_client(create_app(settings))
     await deliver(client, settings, [*genuine_bodies(), forged_body(APP_B, 1, delete=False)])
     for route in (f"/notes/{NOTE}", f"/notes/{NOTE}/history", f"/notes/{NOTE}/comments",
