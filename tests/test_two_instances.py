@@ -153,9 +153,14 @@ async def test_sigkill_of_the_instance_running_the_projectors_hands_them_over(
         first = await deliver([a, b], notes_blocks(20, "before"))
         wait_until(lambda: settled(storage), 60, "the views catching up with the log")
         assert not runs_projectors(b)
-        a.kill()  # SIGKILL: its projector process follows it, and the lease is released
+        # SIGKILL while B receives a burst: A's projector process dies with it, perhaps mid
+        # batch, the lease is released, and B's takes the views over from their checkpoints
+        burst = asyncio.ensure_future(deliver([b], notes_blocks(40, "during")))
+        await asyncio.sleep(0)  # the burst's first requests are on their way
+        a.kill()
+        during = await burst
         wait_until(lambda: runs_projectors(b), 30, "the other instance taking the projectors")
-        second = await deliver([b], notes_blocks(20, "after"))
+        second = await deliver([b], notes_blocks(20, "after")) + during
         assert logged(storage) == Counter({m: 1 for m in first + second})
         wait_until(lambda: settled(storage), 60, "the views catching up after the handover")
         views_equal_a_rebuild(storage)
