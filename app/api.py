@@ -124,10 +124,11 @@ def _scope(request: web.Request) -> Scope:
     return scope_for(request.app[SETTINGS], request.headers.get("Authorization"))
 
 
-def _ready(request: web.Request, *views: str) -> None:
+async def _ready(request: web.Request, *views: str) -> None:
     runner = request.app[RUNNER]
     for name in views:
-        if not runner.is_ready(name):
+        # off the event loop: until a view is ready, asking reads the database
+        if not await request.app[READER].call(runner.is_ready, name):
             raise Unavailable(f"the {name} view is being built; try again shortly", RETRY_AFTER_S)
 
 
@@ -159,7 +160,7 @@ async def get_note(request: web.Request) -> web.Response:
         return await _entity_answer(
             request, lambda views, log: notes.note_as_of(log, scope, note_id, at, merchant)
         )
-    _ready(request, "notes")
+    await _ready(request, "notes")
     return await _entity_answer(
         request, lambda views, log: notes.get_note(views, scope, note_id, merchant)
     )
@@ -169,7 +170,7 @@ async def get_history(request: web.Request) -> web.Response:
     scope = _scope(request)
     note_id = params.entity_id(request.match_info["note_id"], "note_id")
     merchant = _merchant(request)
-    _ready(request, "comments")
+    await _ready(request, "comments")
     return await _entity_answer(
         request, lambda views, log: history.note_history(views, log, scope, note_id, merchant)
     )
@@ -180,7 +181,7 @@ async def get_comments(request: web.Request) -> web.Response:
     note_id = params.entity_id(request.match_info["note_id"], "note_id")
     include_deleted = params.boolean(request.query.get("include_deleted"), "include_deleted")
     merchant = _merchant(request)
-    _ready(request, "notes", "comments")
+    await _ready(request, "notes", "comments")
     return await _entity_answer(
         request,
         lambda views, log: notes.comment_thread(views, scope, note_id, include_deleted, merchant),
@@ -195,7 +196,7 @@ async def get_related_notes(request: web.Request) -> web.Response:
     related = params.entity_id(related, "related_to")
     limit = params.limit(request.query.get("limit"), 50, 500)
     cursor = params.decode_cursor(request.query.get("cursor"))
-    _ready(request, "notes")
+    await _ready(request, "notes")
     return _answer(
         await request.app[READER].query(
             lambda views, log: notes.related_notes(views, scope, related, limit, cursor)
@@ -219,7 +220,7 @@ async def get_mentions(request: web.Request) -> web.Response:
     account_id = params.entity_id(request.match_info["account_id"], "account_id")
     limit = params.limit(request.query.get("limit"), 50, 500)
     cursor = params.decode_cursor(request.query.get("cursor"))
-    _ready(request, "mentions")
+    await _ready(request, "mentions")
     return _answer(
         await request.app[READER].query(
             lambda views, log: mentions.mention_feed(views, scope, account_id, limit, cursor)

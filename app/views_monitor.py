@@ -13,6 +13,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -67,6 +68,7 @@ class ProcessMonitor:
         finally:
             log.close()
         self._views: Connection | None = self.storage.views()
+        self._lock = threading.Lock()
         self._child: multiprocessing.process.BaseProcess | None = None
         self._watch: asyncio.Task[None] | None = None
         self._policy = Restarts()
@@ -103,15 +105,17 @@ class ProcessMonitor:
 
     def _read(self, fn: Callable[[Connection], T]) -> T:
         """fn(the views' connection); once more on a new connection if the server dropped it
-        (a PostgreSQL restart ends every session)."""
-        try:
+        (a PostgreSQL restart ends every session). Called from the query pool's threads:
+        one at a time."""
+        with self._lock:
+            try:
+                return fn(self._connection())
+            except DATABASE_ERRORS:
+                broken = self._views is not None and is_broken(self._views)
+                self._drop_connection()
+                if not broken:
+                    raise
             return fn(self._connection())
-        except DATABASE_ERRORS:
-            broken = self._views is not None and is_broken(self._views)
-            self._drop_connection()
-            if not broken:
-                raise
-        return fn(self._connection())
 
     def _connection(self) -> Connection:
         """The connection to the views, opened again after one that failed (PostgreSQL)."""

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from app import api, metrics, openapi, receiver
 from app.config import Settings
-from app.keys import METRICS, RUNNER, SETTINGS, WRITER
+from app.keys import METRICS, READER, RUNNER, SETTINGS, WRITER
 from app.middleware import (
     PROTOCOL_LOG,
     RETRY_AFTER_S,
@@ -43,10 +43,12 @@ async def healthz(request: web.Request) -> web.Response:
             status=503,
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
-    reasons = [
-        f"projector {name} is stuck: {error}" for name, error in sorted(runner.errors.items())
-    ]
-    building = [p.name for p in runner.projectors if not runner.is_ready(p.name)]
+    def views_state() -> tuple[dict[str, str], list[str]]:  # reads the database: off the loop
+        building = [p.name for p in runner.projectors if not runner.is_ready(p.name)]
+        return runner.errors, building
+
+    errors, building = await request.app[READER].call(views_state)
+    reasons = [f"projector {name} is stuck: {error}" for name, error in sorted(errors.items())]
     body = {
         "status": "degraded" if reasons else "ok",
         "backend": storage.backend,
