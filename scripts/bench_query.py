@@ -71,13 +71,13 @@ def event_count(storage: Storage) -> str:
 def subjects(views: Connection, count: str) -> dict[str, str]:
     """A note with about 50 events, a note with comments, a mentioned account."""
     note = views.execute(
-        f"SELECT note_id FROM notes ORDER BY abs({count} - 50) LIMIT 1"
+        f"SELECT note_id FROM notes ORDER BY abs({count} - 50), note_id LIMIT 1"
     ).fetchone()[0]
     threaded = views.execute(
-        "SELECT note_id FROM comments WHERE note_id IS NOT NULL GROUP BY note_id ORDER BY count(*) DESC LIMIT 1"
+        "SELECT note_id FROM comments WHERE note_id IS NOT NULL GROUP BY note_id ORDER BY count(*) DESC, note_id LIMIT 1"
     ).fetchone()[0]
     account = views.execute(
-        "SELECT account_id FROM mentions GROUP BY account_id ORDER BY count(*) DESC LIMIT 1"
+        "SELECT account_id FROM mentions GROUP BY account_id ORDER BY count(*) DESC, account_id LIMIT 1"
     ).fetchone()[0]
     return {"note": note, "threaded": threaded, "account": account}
 
@@ -143,7 +143,9 @@ def prepare(
     count = event_count(storage)
     s = subjects(views, count)
     found = views.execute(f"SELECT {count} FROM notes WHERE note_id = ?", (s["note"],)).fetchone()
-    print(f"  {events:,} events: history subject has {found[0]} note events")
+    told = len(history.note_history(views, log, EVERYTHING, s["note"])["events"])
+    print(f"  {events:,} events: history subject {s['note']} has {found[0]} note events,"
+          f" {told} in its history (comments included)")
     views.close()
     log.close()
     return config, storage, s
