@@ -5,6 +5,7 @@ default read limit, reads with and without a merchant scope on an empty and a fu
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -195,3 +196,40 @@ def test_a_batch_written_one_by_one_notifies_its_new_head(pg_url: str) -> None:
         listener.close()
         store.close()
     assert payloads == ["1", "4"]
+
+
+def test_a_plain_sqlite_store_runs_no_checkpointer(tmp_path: Path) -> None:
+    plain = SQLiteLogStore(tmp_path)
+    try:
+        assert plain._checkpointer is None
+    finally:
+        plain.close()
+
+
+def test_a_writer_store_checkpoints_what_it_wrote_when_it_closes(tmp_path: Path) -> None:
+    """Its connection never checkpoints on commit: close() folds the WAL into events.db
+    (a reader still open keeps SQLite from doing it itself when the connection closes)."""
+    store = SQLiteLogStore(tmp_path, writer=True)
+    reader = sqlite3.connect(tmp_path / "events.db")
+    try:
+        assert reader.execute("SELECT count(*) FROM events").fetchone() == (0,)
+        store.append([delivery(body_for(block())), delivery(body_for(block()))])
+        store.close()
+        main_file = sqlite3.connect(f"file:{tmp_path / 'events.db'}?immutable=1", uri=True)
+        try:  # immutable: the main file alone, the WAL ignored
+            assert main_file.execute("SELECT count(*) FROM events").fetchone() == (2,)
+        finally:
+            main_file.close()
+    finally:
+        reader.close()
+
+
+def test_every_conflict_of_a_delivery_is_counted(store: Store) -> None:
+    first, second = block(), block()
+    store.append([delivery(body_for(first, second))])
+    changed = [
+        dict(b, data_event=dict(b["data_event"], action_time=1669200440.0)) for b in (first, second)
+    ]
+    [outcome] = store.append([delivery(body_for(*changed))])
+    assert outcome.as_answer() == {"accepted": 0, "duplicates": 0, "quarantined": 2}
+    assert outcome.reasons == ["conflict", "conflict"]
