@@ -112,9 +112,10 @@ async def test_sigterm_during_a_burst_answers_no_503_and_stops_the_projectors(
         await wait_for(lambda: len(acked) >= 50, 30, "the burst under way")
         assert server.proc is not None
         server.proc.send_signal(signal.SIGTERM)
-        answered_before = len(statuses)
         await burst
-    assert len(statuses) > answered_before  # requests in flight at the signal were answered
+    # (Whether any request was still in a handler at the signal is the machine's timing: a
+    # request sent but not yet read by the server is refused by the closing socket, which
+    # the client sees as an error, never as an answer. What must hold is below.)
     assert server.proc.wait(timeout=30) == 0
     # requests in flight are answered and the writer commits what it was handed
     assert statuses and set(statuses) == {200}
