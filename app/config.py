@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     workers: int | None = None
     apps: dict[str, AppConfig] = {}
     tokens: dict[str, tuple[str, ...]] = {}
+    # Signs the inspector's (/ui/) session cookies. Unset: serve makes a random one per
+    # process and logs a warning (sessions then end when serve restarts).
+    session_secret: str | None = Field(default=None, min_length=16)
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 366)
     config_file: Path | None = Field(default=None, exclude=True)
 
     @field_validator("apps", mode="before")

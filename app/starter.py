@@ -19,6 +19,8 @@ data_dir = "data"          # events.db (the log) and views.db; relative to this 
 host = "127.0.0.1"
 port = 8080
 max_body_bytes = 1048576   # Mobio's bodies are a few KB
+session_secret = "{session_secret}"   # signs the inspector's (/ui/) session cookies
+session_hours = 12         # how long an inspector sign-in lasts
 
 # One table per Mobio app: its secrets (several while rotating one) and the merchants it
 # may speak for; a block it signs for any other merchant is quarantined (merchant_not_allowed).
@@ -43,5 +45,6 @@ def write_starter(path: Path) -> dict[str, str]:
         f'[apps."{app}"]\nsecrets = ["{secret}"]\nmerchants = ["{SAMPLE_MERCHANT}"]\n'
         for app, secret in made.items()
     )
-    path.write_text(TEMPLATE.format(apps=apps, token=token), encoding="utf-8")
+    text = TEMPLATE.format(apps=apps, token=token, session_secret=secrets.token_urlsafe(32))
+    path.write_text(text, encoding="utf-8")
     return {**made, "token": token}
