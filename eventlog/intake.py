@@ -100,6 +100,7 @@ class Context:
     received_at: float
     envelope_merchant: str | None = None
     allowed_merchants: Collection[str] | None = None  # None: the app is bound to no merchant
+    shallow: bool = False  # True: the body is known to nest no deeper than MAX_DEPTH
 
 
 def read_body(
@@ -149,7 +150,9 @@ def _read_envelope(
             Rejected("no_blocks", "block_event is empty", _body_text(raw), "body")
         )
         return intake
-    context = Context(received_at, envelope_merchant(body), allowed_merchants)
+    context = Context(
+        received_at, envelope_merchant(body), allowed_merchants, shallow=surely_shallow(raw)
+    )
     for raw_block in envelope.block_event:
         outcome = read_block(raw_block, context)
         if isinstance(outcome, NewEvent):
@@ -181,7 +184,20 @@ def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
         return False
     if limit == 0:
         return True
-    return any(type(child) in _CONTAINERS and too_deep(child, limit - 1) for child in value)
+    for child in value:  # noqa: SIM110 (a plain loop: a third of the time of any() here)
+        if type(child) in _CONTAINERS and too_deep(child, limit - 1):
+            return True
+    return False
+
+
+def surely_shallow(raw: bytes) -> bool:
+    """True when no value in the JSON text `raw` can nest deeper than MAX_DEPTH.
+
+    Every list and object opens with `[` or `{` (a string holding one only adds to the
+    count), so a text with at most MAX_DEPTH of them holds no deeper nesting. Counting
+    bytes costs next to nothing beside walking each block; most bodies pass.
+    """
+    return raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH
 
 
 def _bad_ids(raw_block: dict[str, Any]) -> str | None:
@@ -232,7 +248,7 @@ def _plain_text(value: Any) -> str | None:
 
 def read_block(raw_block: Any, context: Context) -> NewEvent | Rejected:
     """Validate one block on its own, so one bad block does not sink its neighbours."""
-    if too_deep(raw_block):
+    if not context.shallow and too_deep(raw_block):
         detail = f"lists and objects nest deeper than {MAX_DEPTH} levels"
         return _rejected("too_deep", detail, raw_block)
     try:

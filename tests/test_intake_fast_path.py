@@ -20,10 +20,13 @@ from pydantic import ValidationError
 from eventlog.intake import (
     EARLIEST_ACTION_TIME,
     MAX_AHEAD_S,
+    MAX_DEPTH,
     Context,
     NewEvent,
     Rejected,
     read_block,
+    read_body,
+    surely_shallow,
 )
 from eventlog.models import BLOCK, surely_valid_block
 from tests.helpers import SAMPLE_FILES
@@ -160,3 +163,29 @@ def test_edge_cases_fall_back_to_the_model_and_keep_its_answer(change: dict[str,
         assert isinstance(outcome, Rejected) and outcome.reason == "implausible_time"
     else:
         assert isinstance(outcome, Rejected) and outcome.reason == "invalid_block"
+
+
+def test_surely_shallow_counts_every_opening_bracket_up_to_the_limit() -> None:
+    """The byte count is an upper bound on nesting: at the limit it skips the walk, one more
+    and every block is walked; brackets inside strings only ever add to the count."""
+    assert surely_shallow(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH)
+    assert not surely_shallow(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1))
+    assert not surely_shallow(b'{"a":"' + b"{" * MAX_DEPTH + b'"}')
+    assert surely_shallow(b'{"a":"' + b"]}" * 200 + b'"}')
+
+
+def test_a_block_one_level_too_deep_is_quarantined_whatever_its_neighbours() -> None:
+    """A body past the count is walked block by block: the deep one goes, the other stays."""
+    deep: Any = "bottom"
+    for _ in range(MAX_DEPTH - 4):  # block, data_event, event_detail, item: 4 levels more
+        deep = [deep]
+    ok, bad = (
+        {"message_id": m, "event_type": "note_create",
+         "data_event": {"note_id": "n-1", "merchant_id": "m-1", "action_time": RECEIVED_AT,
+                        "event_detail": [{"field_key": "description", "add": [add]}]}}
+        for m, add in (("m-ok", "text"), ("m-deep", deep))
+    )  # fmt: skip
+    raw = json.dumps({"block_event": [ok, bad]}).encode()
+    intake = read_body(raw, "app", RECEIVED_AT)
+    assert [e.message_id for e in intake.events] == ["m-ok"]
+    assert [(r.reason, r.message_id) for r in intake.rejected] == [("too_deep", "m-deep")]
