@@ -136,6 +136,13 @@ class Settings(BaseSettings):
     # process and logs a warning (sessions then end when serve restarts).
     session_secret: str | None = Field(default=None, min_length=16)
     session_hours: float = Field(default=12.0, gt=0, le=24 * 366)
+    # A delivery the log has not committed within this deadline is kept in the spool
+    # instead (eventlog.spool), and drained into the log once it commits again.
+    log_commit_timeout_ms: int = Field(default=2000, ge=1, le=600_000)
+    # Where the spool lives (default: data_dir). Another disk than the log's: a spool on
+    # the same full disk cannot help. One spool per instance.
+    spool_dir: Path | None = None
+    spool_max_bytes: int = Field(default=1 << 30, ge=1 << 16)
     config_file: Path | None = Field(default=None, exclude=True)
 
     @field_validator("apps", mode="before")
@@ -195,6 +202,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         file_values = _FILE_VALUES.get(id(settings_cls), {})
         return (init_settings, env_settings, InitSettingsSource(settings_cls, file_values))
+
+    @property
+    def spool_path(self) -> Path:
+        """The folder of this instance's spool."""
+        return self.spool_dir if self.spool_dir is not None else self.data_dir
 
     @property
     def storage(self) -> Storage:
@@ -317,9 +329,17 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **flags: An
         raise ConfigError(_describe_unparsable(exc)) from None
     finally:
         _FILE_VALUES.pop(id(_Loaded), None)
-    data_dir = loaded.data_dir.expanduser()
-    if not data_dir.is_absolute():
-        data_dir = (path.parent if path else Path.cwd()) / data_dir
+    base = path.parent if path else Path.cwd()
     values = {name: getattr(loaded, name) for name in Settings.model_fields}
-    values.update(data_dir=data_dir.resolve(), config_file=path.resolve() if path else None)
+    values.update(
+        data_dir=_resolved(loaded.data_dir, base),
+        spool_dir=_resolved(loaded.spool_dir, base) if loaded.spool_dir is not None else None,
+        config_file=path.resolve() if path else None,
+    )
     return Settings.model_construct(**values)
+
+
+def _resolved(folder: Path, base: Path) -> Path:
+    """A folder from the config: a relative one is taken from the config file's folder."""
+    folder = folder.expanduser()
+    return (folder if folder.is_absolute() else base / folder).resolve()
