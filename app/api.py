@@ -17,7 +17,7 @@ from aiohttp import web
 from app.errors import BadRequest, Unavailable
 from app.keys import READER, RUNNER, SETTINGS
 from app.middleware import RETRY_AFTER_S, json_response
-from app.queries import history, mentions, notes, params
+from app.queries import history, mentions, notes, params, search
 from app.queries.merchants import Ambiguous
 from app.queries.scope import Scope, scope_for
 from eventlog.dbapi import DATABASE_ERRORS, Connection, is_broken
@@ -228,6 +228,19 @@ async def get_mentions(request: web.Request) -> web.Response:
     )
 
 
+async def get_search(request: web.Request) -> web.Response:
+    scope = _scope(request)
+    terms = search.query_terms(request.query.get("q"))
+    limit = params.limit(request.query.get("limit"), 20, 100)
+    cursor = search.decode(request.query.get("cursor"))
+    await _ready(request, "search")
+    return _answer(
+        await request.app[READER].query(
+            lambda views, log: search.search_notes(views, scope, terms, limit, cursor)
+        )
+    )
+
+
 def add_routes(app: web.Application) -> None:
     app.cleanup_ctx.append(open_reader)
     app.router.add_get("/notes", get_related_notes)
@@ -236,3 +249,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/notes/{note_id}/comments", get_comments)
     app.router.add_get("/events", get_events)
     app.router.add_get("/accounts/{account_id}/mentions", get_mentions)
+    app.router.add_get("/search", get_search)

@@ -142,6 +142,12 @@ SCHEMAS.update({
     "NotePage": _obj({"items": _list_of("Note"), "next_cursor": NULLABLE_STR}),
     "MentionPage": _obj({"items": _list_of("MentionItem"), "next_cursor": NULLABLE_STR}),
     "EventPage": _obj({"events": _list_of("HistoryItem"), "next_after": NULLABLE_INT}),
+    "SearchItem": _obj({
+        "note_id": STR, "merchant_id": NULLABLE_STR, "type": ANY, "result": ANY,
+        "created_by": ANY, "last_action_time": NUM,
+        "snippet": {"type": "string", "description": "HTML: the text escaped, matches in <mark>"},
+    }),
+    "SearchPage": _obj({"items": _list_of("SearchItem"), "next_cursor": NULLABLE_STR}),
 })  # fmt: skip
 
 
@@ -378,6 +384,23 @@ PATHS: dict[str, Any] = {
         _json("MentionPage", "a page (of every merchant the token may read)"),
         _id("account_id", "the account id", {"account": "70176784-07f7-4eb7-9280-4028f21152b7"}),
         _limit(50, 500),
+        CURSOR,
+        errors=(*QUERY, 503),
+    ),
+    "/search": _get(
+        "Live notes whose text (description, type, result, comments) holds every word, best"
+        " match first",
+        _json("SearchPage", "a page (of every merchant the token may read)"),
+        _param(
+            "q",
+            "query",
+            "words to find (1 to 500 characters, at most 16 words; accents, đ and case are"
+            " ignored; no search syntax: quotes and operators are plain characters)",
+            {"type": "string", "minLength": 1, "maxLength": 500},
+            required=True,
+            examples={"words": "ghi chu"},
+        ),
+        _limit(20, 100),
         CURSOR,
         errors=(*QUERY, 503),
     ),

@@ -6,10 +6,11 @@ from projections.base import Projector
 from projections.comments import CommentsProjector
 from projections.mentions import MentionsProjector
 from projections.notes import NotesProjector
+from projections.search import SearchProjector
 
 
 def all_projectors() -> list[Projector]:
-    return [NotesProjector(), CommentsProjector(), MentionsProjector()]
+    return [NotesProjector(), CommentsProjector(), MentionsProjector(), SearchProjector()]
 
 
 def projectors_named(names: list[str] | None) -> list[Projector]:

@@ -107,24 +107,30 @@ def snapshot(
         conn.close()
 
 
-def views_settled(settings) -> bool:  # type: ignore[no-untyped-def]
-    """Whether every view has applied the whole log (on the settings' backend)."""
+BASE_VIEWS = ("notes", "comments", "mentions")
+
+
+def views_settled(settings, views_named=BASE_VIEWS) -> bool:  # type: ignore[no-untyped-def]
+    """Whether every view has applied the whole log (on the settings' backend), and the views
+    named exist (the app's own projectors may be fewer than the registry's)."""
     storage = settings.storage
     if storage.backend == "sqlite" and not settings.views_path.exists():
         return False
     log, views = storage.log_reader(), storage.views()
     try:
         head = log.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-        checkpoints = [r[0] for r in views.execute("SELECT checkpoint FROM projectors")]
+        checkpoints = dict(views.execute("SELECT name, checkpoint FROM projectors").fetchall())
     finally:
         log.close()
         views.close()
-    return len(checkpoints) == 3 and all(c == head for c in checkpoints)
+    return set(views_named) <= checkpoints.keys() and all(c == head for c in checkpoints.values())
 
 
-async def settled(settings, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+async def settled(settings, timeout: float = 15.0, views_named=BASE_VIEWS) -> None:  # type: ignore[no-untyped-def]
     """Wait until every view has applied the whole log (the runner works in the background)."""
-    await wait_for(lambda: views_settled(settings), timeout, "views catching up with the log")
+    await wait_for(
+        lambda: views_settled(settings, views_named), timeout, "views catching up with the log"
+    )
 
 
 async def post_samples(client: TestClient) -> None:  # type: ignore[type-arg]
