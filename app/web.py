@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from app import api, metrics, openapi, receiver
+from app import api, metrics, openapi, receiver, ui
 from app.config import Settings
 from app.keys import METRICS, READER, RUNNER, SETTINGS, WRITER
 from app.middleware import (
@@ -112,4 +112,5 @@ def create_app(settings: Settings, projectors: list[Projector] | None = None) ->
     app.router.add_get("/webhooks/mobio", receiver.online_check)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/openapi.json", openapi.serve_document)
+    ui.add_routes(app)  # the inspector's pages under /ui/
     return app

@@ -1,0 +1,59 @@
+"""A note's timeline: its history (app.queries.history, as the API answers it), newest first,
+each event's diff read field by field: added, removed, changed from -> to."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventlog.models import DELETE_EVENTS
+from projections.values import canonical_field
+
+
+@dataclass
+class Change:
+    name: str
+    added: list[Any] = field(default_factory=list)
+    removed: list[Any] = field(default_factory=list)
+    changed: list[tuple[Any, Any]] = field(default_factory=list)
+    last_values: list[Any] = field(default_factory=list)  # a delete's remove: the value before
+
+
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [] if value is None else [value]
+
+
+def field_changes(event_type: str, changes: Any) -> list[Change]:
+    """The diff items of one event (its event_detail as received), one Change per field."""
+    is_delete = event_type in DELETE_EVENTS
+    by_field: dict[str, Change] = {}
+    for item in changes if isinstance(changes, list) else ():
+        if not isinstance(item, dict) or not isinstance(item.get("field_key"), str):
+            continue
+        name = canonical_field(item["field_key"])
+        change = by_field.setdefault(name, Change(name))
+        change.added += _items(item.get("add"))
+        if is_delete:
+            change.last_values += _items(item.get("remove"))
+        else:
+            change.removed += _items(item.get("remove"))
+        for pair in _items(item.get("change")):
+            if isinstance(pair, dict):
+                change.changed.append((pair.get("from"), pair.get("to")))
+    return [c for c in by_field.values() if c.added or c.removed or c.changed or c.last_values]
+
+
+def shown(value: Any) -> str:
+    """A value as text: strings as they are, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def timeline(history: dict[str, Any]) -> list[dict[str, Any]]:
+    """The history's events, newest first, each with its field changes."""
+    return [
+        {**event, "diff": field_changes(event["event_type"], event.get("changes"))}
+        for event in reversed(history["events"])
+    ]
