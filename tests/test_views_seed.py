@@ -119,11 +119,15 @@ COMMENT = {
     "extra": {},
 }
 
+SEARCH_ITEM = ("note_id", "merchant_id", "type", "result", "created_by", "last_action_time")
 EXPECTED = {
     "notes": ("notes", 4, {d["note_id"]: d for d in (NOTE_CREATED, NOTE_UPDATED, NOTE_DELETED)}),
     "comments": ("comments", 5, {COMMENT["comment_id"]: COMMENT}),
     "mentions": ("mentions", 4, {}),  # no sample mentions anyone
-}
+    # the live notes (the deleted one and the deleted comment's text are not searched)
+    "search": ("search_docs", 5, {d["note_id"]: {k: d[k] for k in SEARCH_ITEM}
+                                  for d in (NOTE_CREATED, NOTE_UPDATED)}),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("projector", all_projectors(), ids=lambda p: p.name)
