@@ -18,12 +18,12 @@ from app.queries.scope import EVERYTHING
 from app.queries.search import decode, search_notes
 from eventlog.dbapi import Connection
 from projections import search_index
-from projections.engine import STEPS, step
+from projections.engine import STEPS
 from projections.search import SearchProjector
 from tests import backends as kit
 from tests.helpers import APP_A, ROOT, make_block
 from tests.strategies import T0, deliveries, event_streams
-from tests.test_views_crash import KILLER, Crash
+from tests.test_views_crash import KILLER, crash_in_batch
 from tests.views_kit import Views, append_blocks, append_bodies
 
 backend, backends, pg_server = kit.backend, kit.backends, kit.pg_server
@@ -120,7 +120,9 @@ def seed(where) -> None:  # type: ignore[no-untyped-def]
     """Notes rewritten, commented, uncommented and deleted, three to a request."""
     blocks = []
     for i in range(12):
-        blocks.append(described(f"n{i % 3}", f"{VOCABULARY[i % 4]} {VOCABULARY[4 + i % 5]}", T0 + i))
+        blocks.append(
+            described(f"n{i % 3}", f"{VOCABULARY[i % 4]} {VOCABULARY[4 + i % 5]}", T0 + i)
+        )
         blocks.append(described(f"c{i % 2}", VOCABULARY[i % 3], T0 + i, "note_comment_update_data"))
     blocks.append(make_block("note_delete", note_id="n1", action_time=T0 + 50))
     blocks.append(make_block("note_comment_delete", comment_id="c1", action_time=T0 + 50))
@@ -130,21 +132,10 @@ def seed(where) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("point", STEPS)
 @pytest.mark.parametrize("batch_number", [1, 3])
 def test_an_exception_at_any_step_leaves_index_and_documents_in_step(backend, point, batch_number):
-    projector = SearchProjector()
-    views = Views(backend, projector)
+    views = Views(backend, SearchProjector())
     views.build()
     seed(backend)
-    calls = {"n": 0}
-
-    def hook(at: str) -> None:
-        if at == point:
-            calls["n"] += 1
-            if calls["n"] == batch_number:
-                raise Crash(at)
-
-    with pytest.raises(Crash):
-        while step(projector, views.views, views.log, limit=4, hook=hook):
-            pass
+    crash_in_batch(views, point, batch_number)
     assert_index_matches_documents(views.views)
     views.catch_up(limit=4)
     assert_index_matches_documents(views.views)

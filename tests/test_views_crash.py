@@ -52,13 +52,9 @@ def seed_log(storage: Storage) -> None:
     append_blocks(storage, blocks, per_request=3)
 
 
-@pytest.mark.parametrize("projector", PROJECTORS, ids=lambda p: p.name)
-@pytest.mark.parametrize("point", STEPS)
-@pytest.mark.parametrize("batch_number", [1, 3])
-def test_an_exception_at_any_step_rolls_the_batch_back(backend, projector, point, batch_number):
-    views = Views(backend, projector)
-    views.build()
-    seed_log(backend)
+def crash_in_batch(views: Views, point: str, batch_number: int) -> None:
+    """Step the view in batches of 4 until the `batch_number`th time a batch reaches `point`,
+    where it raises (and the batch's transaction rolls back)."""
     calls = {"n": 0}
 
     def hook(at: str) -> None:
@@ -68,8 +64,18 @@ def test_an_exception_at_any_step_rolls_the_batch_back(backend, projector, point
                 raise Crash(at)
 
     with pytest.raises(Crash):
-        while step(projector, views.views, views.log, limit=4, hook=hook):
+        while step(views.projector, views.views, views.log, limit=4, hook=hook):
             pass
+
+
+@pytest.mark.parametrize("projector", PROJECTORS, ids=lambda p: p.name)
+@pytest.mark.parametrize("point", STEPS)
+@pytest.mark.parametrize("batch_number", [1, 3])
+def test_an_exception_at_any_step_rolls_the_batch_back(backend, projector, point, batch_number):
+    views = Views(backend, projector)
+    views.build()
+    seed_log(backend)
+    crash_in_batch(views, point, batch_number)
     checkpoint = position(views.views, projector.name, LIVE)
     assert checkpoint == 4 * (batch_number - 1)
     assert views.dump() == fold_prefix(backend, projector, checkpoint)
