@@ -33,9 +33,23 @@ def readable(epoch: Any) -> str:
     return f"{text[:10]} {text[11:19]} UTC" if text else "—"
 
 
+def related_records(value: Any) -> list[str]:
+    """related_to as "kind: id" lines: a dict of id lists (Mobio's shape), else its elements."""
+    if isinstance(value, dict):
+        return [
+            f"{kind.removesuffix('_ids')}: {shown(one)}"
+            for kind, ids in value.items()
+            for one in (ids if isinstance(ids, list) else [ids])
+        ]
+    if isinstance(value, list):
+        return [shown(one) for one in value]
+    return [] if value is None else [shown(value)]
+
+
 def install_filters(env: jinja2.Environment) -> None:
     env.filters.update(
-        safe_html=safe_html, shown=shown, iso=iso, readable=readable,
+        safe_html=safe_html, shown=shown, related_records=related_records,
+        iso=iso, readable=readable,
         q=lambda value: quote(str(value), safe=""),
     )  # fmt: skip
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventlog.models import DELETE_EVENTS
-from projections.values import canonical_field
+from projections.values import LIST_FIELDS, canonical_field, element_key, elements_of
 
 
 @dataclass
@@ -25,7 +25,10 @@ def _items(value: Any) -> list[Any]:
 
 
 def field_changes(event_type: str, changes: Any) -> list[Change]:
-    """The diff items of one event (its event_detail as received), one Change per field."""
+    """The diff items of one event (its event_detail as received), one Change per field.
+
+    List fields (spec/views.md) are shown element by element: a change from A to B adds
+    the elements of B not in A and removes those of A not in B."""
     is_delete = event_type in DELETE_EVENTS
     by_field: dict[str, Change] = {}
     for item in changes if isinstance(changes, list) else ():
@@ -33,15 +36,26 @@ def field_changes(event_type: str, changes: Any) -> list[Change]:
             continue
         name = canonical_field(item["field_key"])
         change = by_field.setdefault(name, Change(name))
-        change.added += _items(item.get("add"))
-        if is_delete:
-            change.last_values += _items(item.get("remove"))
-        else:
-            change.removed += _items(item.get("remove"))
+        listed = name in LIST_FIELDS
+        values = elements_of if listed else _items
+        change.added += values(item.get("add"))
+        (change.last_values if is_delete else change.removed).extend(values(item.get("remove")))
         for pair in _items(item.get("change")):
-            if isinstance(pair, dict):
+            if not isinstance(pair, dict):
+                continue
+            if listed:
+                before, after = elements_of(pair.get("from")), elements_of(pair.get("to"))
+                change.added += _missing(after, before)
+                change.removed += _missing(before, after)
+            else:
                 change.changed.append((pair.get("from"), pair.get("to")))
     return [c for c in by_field.values() if c.added or c.removed or c.changed or c.last_values]
+
+
+def _missing(elements: list[Any], other: list[Any]) -> list[Any]:
+    """The elements of `elements` that `other` does not hold."""
+    held = {element_key(e) for e in other}
+    return [e for e in elements if element_key(e) not in held]
 
 
 def shown(value: Any) -> str:

@@ -1,0 +1,135 @@
+"""The inspector's pages in process, on both backends: the same query functions as the API
+answer them on SQLite and PostgreSQL; plus the pieces the pages are made of."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from app.ui.session import Signer, new_session, safe_next
+from app.ui.timeline import field_changes
+from tests import ui_kit
+from tests.helpers import make_block, make_body, settled, signed_post
+from tests.ui_kit import OTHER, bodies
+
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
+
+
+async def signed_in(client, token: str) -> None:  # type: ignore[no-untyped-def]
+    form = await (await client.get("/ui/login")).text()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
+    resp = await client.post("/ui/login", data={"token": token, "csrf": csrf, "next": "/ui/"},
+                             allow_redirects=False)  # fmt: skip
+    assert resp.status == 303 and resp.headers["Location"] == "/ui/"
+
+
+async def story(client, settings) -> None:  # type: ignore[no-untyped-def]
+    for body in bodies():
+        status, _ = await signed_post(client, body)
+        assert status == 200
+    await settled(settings)
+
+
+async def test_the_status_chart_counts_only_the_tokens_merchants(client, settings):
+    await story(client, settings)  # 36 events of merchant A, 1 of B, 1 quarantined
+    for token, counted in (("merchant-token", 36), ("ops-token", 37)):
+        client.session.cookie_jar.clear()
+        await signed_in(client, token)
+        page = await (await client.get("/ui/status")).text()
+        assert f'<desc id="chart-desc">{counted} events in 30 days' in page, token
+        assert page.count('class="bar"') == 30
+
+
+async def test_the_note_page_shows_the_story_and_the_note_as_of_a_time(client, settings):
+    await story(client, settings)
+    await signed_in(client, "merchant-token")
+    page = await (await client.get("/ui/notes/n-story")).text()
+    assert '<span class="from">&lt;p&gt;Old words of the story&lt;/p&gt;</span>' in page
+    assert "New words of the story" in page and "deal: deal-shared" in page
+    then = await (await client.get("/ui/notes/n-story?as_of=2022-11-24T00:00Z")).text()
+    section = then.split('<section aria-labelledby="then-title"', 1)[1].split("</section>", 1)[0]
+    assert "Old words of the story" in section and "New words" not in section
+    before = await (await client.get("/ui/notes/n-story?as_of=2000-01-01T00:00Z")).text()
+    assert "The note did not exist yet." in before
+
+
+async def test_home_lists_the_most_recently_changed_notes_first_and_pages(client, settings):
+    blocks = [make_block(note_id=f"n-{i:02d}", action_time=1669200000.0 + i) for i in range(30)]
+    await signed_post(client, make_body(*blocks))
+    await settled(settings)
+    await signed_in(client, "merchant-token")
+    first = await (await client.get("/ui/")).text()
+    shown = re.findall(r">(n-\d\d)</a>", first)
+    assert shown == [f"n-{i:02d}" for i in range(29, 4, -1)]
+    older = re.search(r'rel="next" href="([^"]+)"', first).group(1).replace("&amp;", "&")  # type: ignore[union-attr]
+    rest = re.findall(r">(n-\d\d)</a>", await (await client.get(older)).text())
+    assert rest == [f"n-{i:02d}" for i in range(4, -1, -1)]
+
+
+async def test_a_note_id_held_by_two_merchants_asks_which_one(client, settings):
+    ours = make_block(note_id="n-twice", description="ours")
+    theirs = make_body(make_block(note_id="n-twice", merchant_id=OTHER))
+    theirs["merchant_id"] = OTHER
+    await signed_post(client, make_body(ours))
+    await signed_post(client, theirs)
+    await settled(settings)
+    await signed_in(client, "ops-token")
+    resp = await client.get("/ui/notes/n-twice")
+    assert resp.status == 409 and f"?merchant_id={OTHER}" in await resp.text()
+    assert (await client.get(f"/ui/notes/n-twice?merchant_id={OTHER}")).status == 200
+
+
+@pytest.mark.backends("sqlite")
+@pytest.mark.parametrize(
+    ("wanted", "goes_to"),
+    [("/ui/notes/a?x=1", "/ui/notes/a?x=1"), ("/ui/", "/ui/"), (None, "/ui/"),
+     ("/notes/a", "/ui/"), ("https://evil.example/ui/", "/ui/"), ("//evil.example/ui/", "/ui/"),
+     ("/ui/../notes/a", "/ui/"), ("/ui/%2E%2E/notes", "/ui/"), ("/ui\\evil", "/ui/"),
+     ("/ui/\nx", "/ui/"), ("/uix", "/ui/")],
+)  # fmt: skip
+def test_only_ui_paths_are_accepted_as_the_way_back(wanted, goes_to):
+    assert safe_next(wanted) == goes_to
+
+
+@pytest.mark.backends("sqlite")
+def test_a_session_cookie_is_checked_by_its_signature_and_expiry():
+    signer = Signer("secret-one-that-is-long-enough")
+    session = new_session("some-token", hours=1)
+    cookie = signer.cookie(session)
+    assert signer.session(cookie) == session and "some-token" not in cookie
+    assert Signer("another-secret-long-enough").session(cookie) is None
+    assert signer.session(cookie, now=session.expires + 1) is None
+    payload, mac = cookie.split(".")
+    assert signer.session(f"{payload[:-2]}xx.{mac}") is None
+    assert signer.csrf_ok(session.nonce, signer.csrf(session.nonce))
+    assert not signer.csrf_ok(session.nonce, signer.csrf("other")) and not signer.csrf_ok(None, "")
+
+
+@pytest.mark.backends("sqlite")
+def test_a_diff_is_read_field_by_field():
+    """Registers show from -> to; list fields their elements added and removed; a delete's
+    remove is the value just before deletion."""
+    update = field_changes("note_update_data", [
+        {"field_key": "description", "change": [{"from": "a", "to": "b"}]},
+        {"field_key": "mention", "change": [{"from": [["x", "y"]], "to": [["y", "z"]]}]},
+        {"field_key": "attachment_ids", "add": [[]], "remove": ["f1"]},
+    ])  # fmt: skip
+    assert [(c.name, c.changed, c.added, c.removed) for c in update] == [
+        ("description", [("a", "b")], [], []),
+        ("mentions", [], ["z"], ["x"]),
+        ("attachment_ids", [], [], ["f1"]),
+    ]
+    (deleted,) = field_changes("note_delete", [{"field_key": "description", "remove": ["last"]}])
+    assert (deleted.last_values, deleted.removed) == (["last"], [])
+
+
+@pytest.mark.backends("sqlite")
+@pytest.mark.parametrize(
+    ("ci", "outcome"), [("true", pytest.fail.Exception), ("", pytest.skip.Exception)]
+)
+def test_no_chromium_skips_locally_and_fails_on_ci(monkeypatch, tmp_path, ci, outcome):
+    monkeypatch.setattr(ui_kit, "CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="apt-get install -y chromium"):
+        ui_kit.chromium_or_skip()
