@@ -7,12 +7,14 @@ import time
 import structlog
 from aiohttp import web
 
+from app import spooling
 from app.config import fingerprint
 from app.errors import PayloadTooLarge, Unauthorized, Unavailable
 from app.keys import METRICS, SETTINGS, WRITER
 from app.metrics import Metrics
 from app.middleware import json_response
 from app.signing import SIGNATURE_HEADER, match_secret
+from app.spooling import DRAINER
 from eventlog.append import Delivery, Outcome
 from eventlog.intake import read_body
 from eventlog.writer import LogUnavailable
@@ -92,13 +94,14 @@ async def _receive(request: web.Request, started: float) -> web.Response:
         body=body,
         intake=intake,
     )
+    if request.app[DRAINER].active:  # the spool is draining: after those, in order
+        return json_response(await spooling.keep(request, delivery, None))
     try:
-        outcome = await request.app[WRITER].append(delivery)
-    except LogUnavailable as exc:
-        log.error(
-            "delivery_not_stored", app_id=app_id, request_id=intake.request_id, error=str(exc)
+        outcome = await request.app[WRITER].append(
+            delivery, settings.log_commit_timeout_ms / 1000
         )
-        raise Unavailable("the log cannot commit right now; nothing was stored") from None
+    except LogUnavailable as exc:  # failed, or not in time: the spool keeps it
+        return json_response(await spooling.keep(request, delivery, str(exc)))
     _count(request.app[METRICS], outcome)
     log.info(
         "delivery",

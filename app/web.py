@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from app import api, metrics, openapi, receiver, ui
+from app import api, metrics, openapi, receiver, spooling, ui
 from app.config import Settings
 from app.keys import METRICS, READER, RUNNER, SETTINGS, WRITER
 from app.middleware import (
@@ -28,16 +28,22 @@ from projections.storage import SQLITE
 
 async def healthz(request: web.Request) -> web.Response:
     writer, runner = request.app[WRITER], request.app[RUNNER]
-    storage = request.app[SETTINGS].storage
-    down = []
+    settings = request.app[SETTINGS]
+    storage = settings.storage
+    # the log failing alone degrades the service: the spool keeps what it cannot take
+    down, spooling_reasons = await spooling.health(request.app)
+    log_down = []
     if not writer.healthy:
-        down.append("the log's last commit failed")
+        log_down.append("the log's last commit failed")
     data_dir = storage.data_dir
     if storage.backend == SQLITE and (
         not os.access(data_dir, os.W_OK) or not os.access(data_dir / LOG_FILE, os.W_OK)
     ):
-        down.append(f"the log in {data_dir} is not writable")
+        log_down.append(f"the log in {data_dir} is not writable")
+    if not os.access(settings.spool_path, os.W_OK):
+        down.append(f"the spool in {settings.spool_path} is not writable")
     if down:
+        down = log_down + down
         return web.json_response(
             {"status": "unavailable", "backend": storage.backend, "reasons": down},
             status=503,
@@ -48,7 +54,8 @@ async def healthz(request: web.Request) -> web.Response:
         return runner.errors, building
 
     errors, building = await request.app[READER].call(views_state)
-    reasons = [f"projector {name} is stuck: {error}" for name, error in sorted(errors.items())]
+    reasons = log_down + spooling_reasons
+    reasons += [f"projector {name} is stuck: {error}" for name, error in sorted(errors.items())]
     body = {
         "status": "degraded" if reasons else "ok",
         "backend": storage.backend,
@@ -106,6 +113,7 @@ def create_app(settings: Settings, projectors: list[Projector] | None = None) ->
 
     metrics.install(app)
     app.cleanup_ctx.append(log_and_views)
+    spooling.install(app)  # after the log's writer: the drainer appends through it
     app.on_shutdown.append(stop_restarting)
     api.add_routes(app)
     app.router.add_post("/webhooks/mobio", receiver.receive)

@@ -64,6 +64,9 @@ class Intake:
     request_id: str | None = None
     events: list[NewEvent] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    # the merchants the app could speak for when the body was read (None: any): the spool
+    # keeps them, so a delivery read again later is judged as it was at receipt
+    allowed_merchants: Collection[str] | None = None
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -114,6 +117,17 @@ def read_body(
     `received_at` (default: now) bounds a plausible action_time; `allowed_merchants`
     are those an app bound in the config may speak for (None: any).
     """
+    intake = _read(raw, verified_app_id, received_at, allowed_merchants)
+    intake.allowed_merchants = allowed_merchants
+    return intake
+
+
+def _read(
+    raw: bytes,
+    verified_app_id: str,
+    received_at: float | None,
+    allowed_merchants: Collection[str] | None,
+) -> Intake:
     at = time.time() if received_at is None else received_at
     try:
         body = loads_strict(raw)

@@ -36,9 +36,10 @@ from eventlog.append import (
     request_values,
 )
 from eventlog.db import BUSY_TIMEOUT_MS
+from eventlog.intake import Rejected
 from eventlog.pg_conn import CONNECT_OPTIONS
 from eventlog.read import LogEvent
-from eventlog.store import unstorable
+from eventlog.store import RequestKey, unstorable
 
 # pg_advisory_xact_lock key serialising appends ("noteappd")
 APPEND_LOCK = 0x6E6F7465_61707064
@@ -139,9 +140,7 @@ def _plan(
             elif seen[1] == ev.content_hash:
                 outcome.duplicates += 1
             else:
-                rows.quarantine.append(
-                    quarantine_values(conflict(ev, seen[0]), ref, d.received_at)
-                )
+                rows.quarantine.append(quarantine_values(conflict(ev, seen[0]), ref, d.received_at))
                 outcome.quarantined += 1
                 outcome.reasons.append("conflict")
         rows.outcomes.append(outcome)
@@ -364,6 +363,24 @@ class PostgresLogStore:
         with self.pool.connection() as conn:
             row = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
         return int(row[0]) if row else 0
+
+    def probe(self) -> None:
+        with self.pool.connection() as conn, conn.transaction():
+            # what an append needs: the append lock, and a commit flushed (a transaction id)
+            conn.execute("SELECT pg_advisory_xact_lock(%s), txid_current()", (APPEND_LOCK,))
+
+    def quarantine(self, item: Rejected, received_at: float) -> None:
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute(INSERT_QUARANTINE, quarantine_values(item, None, received_at))
+
+    def logged(self, keys: list[RequestKey]) -> set[RequestKey]:
+        times = sorted({at for at, _, _ in keys})
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT received_at, app_id, signature FROM requests WHERE received_at = ANY(%s)",
+                (times,),
+            ).fetchall()
+        return {(float(a), str(b), str(c)) for a, b, c in rows} & set(keys)
 
     def counts(self) -> dict[str, int]:
         with self.pool.connection() as conn:

@@ -109,6 +109,11 @@ MIGRATIONS: list[str] = [
     );
     """
     + "".join(_APPEND_ONLY.format(table=table) for table in LOG_TABLES),
+    # 2: the spool's drainer finds a delivery the log already holds by its receipt time
+    # and signature (eventlog.drain); its probe needs no table here (txid_current())
+    """
+    CREATE INDEX requests_by_received_at ON requests(received_at);
+    """,
 ]
 
 

@@ -19,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from eventlog.append import Batch, Delivery, Outcome, _store, append_deliveries
+from eventlog.append import Batch, Delivery, Outcome, _store, append_deliveries, quarantine
 from eventlog.db import LOG_FILE, open_log
 from eventlog.intake import Intake, Rejected, _body_text
 from eventlog.read import LogEvent, head_seq, log_counts, read_by_entity, read_from
@@ -30,6 +31,7 @@ from eventlog.transactions import immediate
 from eventlog.wal import Checkpointer, open_log_for_writing
 
 UNSTORABLE = "unstorable"  # quarantine reason of a delivery the backend could not store
+RequestKey = tuple[float, str, str]  # a request as received: (received_at, app_id, signature)
 
 
 @runtime_checkable
@@ -57,6 +59,18 @@ class LogStore(Protocol):
 
     def counts(self) -> dict[str, int]:
         """{"events", "requests", "quarantined", "last_seq"}."""
+        ...
+
+    def probe(self) -> None:
+        """Commit a transaction that writes nothing of the log (raises if it cannot)."""
+        ...
+
+    def logged(self, keys: list[RequestKey]) -> set[RequestKey]:
+        """Those of `keys` (received_at, app_id, signature) whose request the log holds."""
+        ...
+
+    def quarantine(self, item: Rejected, received_at: float) -> None:
+        """Quarantine one item on its own, with no request (a delivery the log refused)."""
         ...
 
     def close(self) -> None: ...
@@ -177,6 +191,31 @@ class SQLiteLogStore:
     def counts(self) -> dict[str, int]:
         with self._lock:
             return log_counts(self.conn)
+
+    def probe(self) -> None:
+        with self._lock, immediate(self.conn):
+            self.conn.execute(
+                "INSERT OR REPLACE INTO heartbeat (id, at) VALUES (1, ?)", (time.time(),)
+            )
+
+    def quarantine(self, item: Rejected, received_at: float) -> None:
+        with self._lock, immediate(self.conn):
+            quarantine(self.conn, item, None, received_at)
+
+    def logged(self, keys: list[RequestKey]) -> set[RequestKey]:
+        found: set[RequestKey] = set()
+        times = sorted({at for at, _, _ in keys})
+        with self._lock:
+            for start in range(0, len(times), 500):
+                chunk = times[start : start + 500]
+                found.update(
+                    self.conn.execute(
+                        "SELECT received_at, app_id, signature FROM requests"
+                        f" WHERE received_at IN ({', '.join('?' * len(chunk))})",
+                        chunk,
+                    )
+                )
+        return found & set(keys)
 
     def close(self) -> None:
         with self._lock:

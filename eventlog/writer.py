@@ -20,11 +20,11 @@ import functools
 import queue
 import threading
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import structlog
 
 from eventlog.append import Delivery, Outcome
-from eventlog.store import LogStore
 
 log = structlog.get_logger("notestore.writer")
 
@@ -35,16 +35,49 @@ class LogUnavailable(Exception):
     """The log could not commit (disk full, locked past the timeout, closed)."""
 
 
+class CommitTimeout(LogUnavailable):
+    """The delivery was not committed within the caller's deadline.
+
+    `in_flight` False: it was withdrawn before the writer took it, and will never be stored
+    by this writer. True: the writer was already committing it, and it may yet be stored.
+    """
+
+    def __init__(self, message: str, in_flight: bool) -> None:
+        super().__init__(message)
+        self.in_flight = in_flight
+
+
+class Appender(Protocol):
+    """What the writer batches into: a log store (eventlog.store.LogStore), or the spool."""
+
+    def append(self, deliveries: list[Delivery]) -> list[Outcome]: ...
+
+    def close(self) -> None: ...
+
+
 Done = Callable[[Outcome | Exception], None]
-_Item = tuple[Delivery, asyncio.AbstractEventLoop, Done]
+
+
+class _Item:
+    """A delivery waiting for the writer; withdrawn by a caller that gave up before it was
+    taken, so a caller that moves on (to the spool) knows the writer will not store it."""
+
+    __slots__ = ("delivery", "loop", "done", "state")
+
+    def __init__(
+        self, delivery: Delivery | None, loop: asyncio.AbstractEventLoop, done: Done
+    ) -> None:
+        self.delivery, self.loop, self.done = delivery, loop, done
+        self.state = "queued"  # then "taken" or "withdrawn", under the writer's claim lock
 
 
 class GroupCommitWriter:
     def __init__(
         self,
-        store: LogStore,
+        store: Appender,
         on_commit: Callable[[int], None] | None = None,
         on_batch: Callable[[int], None] | None = None,
+        label: str = "log",
     ) -> None:
         """Appends through `store`, which it owns from now on: close() closes it. On SQLite,
         give it SQLiteLogStore(data_dir, writer=True) (Storage.log_store(writer=True)): that
@@ -56,18 +89,45 @@ class GroupCommitWriter:
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._on_commit = on_commit
         self._on_batch = on_batch
+        self._label = label  # what its log lines name: "log" or "spool"
         self._stopping = threading.Event()
+        self._claims = threading.Lock()
         self.healthy = True
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
 
-    async def append(self, delivery: Delivery) -> Outcome:
+    async def append(self, delivery: Delivery, timeout: float | None = None) -> Outcome:
+        """The delivery's outcome once committed; LogUnavailable if the store failed, and
+        CommitTimeout (a LogUnavailable) if `timeout` seconds passed first."""
         if self._stopping.is_set():
             raise LogUnavailable("the log is shutting down")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
-        self._queue.put((delivery, loop, functools.partial(_settle_future, future)))
-        return await future
+        item = _Item(delivery, loop, functools.partial(_settle_future, future))
+        self._queue.put(item)
+        if timeout is None:
+            return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            with self._claims:
+                in_flight = item.state == "taken"
+                item.state = "taken" if in_flight else "withdrawn"
+            if in_flight:  # its outcome comes later, to nobody: take it, so none is logged
+                future.add_done_callback(_retrieve)
+            if not in_flight or not future.done():
+                raise CommitTimeout(
+                    f"not committed within {timeout * 1000:.0f} ms", in_flight
+                ) from None
+            return future.result()  # committed just as the deadline passed
+
+    async def flush(self) -> None:
+        """Return once every delivery handed over before the call is committed or failed
+        (a marker the writer reaches after them: batches are committed in order)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        self._queue.put(_Item(None, loop, functools.partial(_settle_future, future)))
+        await future
 
     def close(self) -> None:
         """Finish what is queued, then stop, and close the store."""
@@ -79,17 +139,25 @@ class GroupCommitWriter:
         with contextlib.suppress(queue.Empty):
             while True:
                 item = self._queue.get_nowait()
-                if item is not None:
+                if item is not None and self._claim(item):
                     late.append(item)
         if late:
             _settle(late, [LogUnavailable("the log is shutting down")] * len(late))
         self._store.close()
 
+    def _claim(self, item: _Item) -> bool:
+        """Take the item for a batch, unless its caller withdrew it."""
+        with self._claims:
+            if item.state == "withdrawn":
+                return False
+            item.state = "taken"
+            return True
+
     def _take_batch(self) -> tuple[list[_Item], bool]:
         first = self._queue.get()
         if first is None:
             return [], True
-        items, stop = [first], False
+        items, stop = [first] if self._claim(first) else [], False
         while len(items) < MAX_BATCH:
             try:
                 nxt = self._queue.get_nowait()
@@ -98,7 +166,8 @@ class GroupCommitWriter:
             if nxt is None:
                 stop = True
                 break
-            items.append(nxt)
+            if self._claim(nxt):
+                items.append(nxt)
         return items, stop
 
     def _run(self) -> None:
@@ -110,17 +179,24 @@ class GroupCommitWriter:
                 return
 
     def _commit(self, items: list[_Item]) -> None:
-        results = commit_batch(self._store, [d for d, _, _ in items])
-        self.healthy = not isinstance(results[0], Exception)
-        if self._on_batch is not None:
-            self._on_batch(len(items))
+        deliveries = [item.delivery for item in items if item.delivery is not None]
+        outcomes = commit_batch(self._store, deliveries, self._label) if deliveries else []
+        if deliveries:
+            self.healthy = not isinstance(outcomes[0], Exception)
+            if self._on_batch is not None:
+                self._on_batch(len(deliveries))
+        committed = iter(outcomes)
+        # a flush marker's answer is that it was reached
+        results = [Outcome() if item.delivery is None else next(committed) for item in items]
         _settle(items, results)
         seqs = [max(r.seqs) for r in results if isinstance(r, Outcome) and r.seqs]
         if self._on_commit is not None and seqs:
             self._on_commit(max(seqs))
 
 
-def commit_batch(store: LogStore, deliveries: list[Delivery]) -> Sequence[Outcome | Exception]:
+def commit_batch(
+    store: Appender, deliveries: list[Delivery], label: str = "log"
+) -> Sequence[Outcome | Exception]:
     """Each delivery's outcome, committed in one transaction; or, if the database failed,
     LogUnavailable for every one of them (nothing of the batch was stored).
 
@@ -132,7 +208,9 @@ def commit_batch(store: LogStore, deliveries: list[Delivery]) -> Sequence[Outcom
         return store.append(deliveries)
     except Exception as exc:
         log.error(
-            "log_commit_failed", error=f"{type(exc).__name__}: {exc}", deliveries=len(deliveries)
+            f"{label}_commit_failed",
+            error=f"{type(exc).__name__}: {exc}",
+            deliveries=len(deliveries),
         )
         return [LogUnavailable(str(exc)) for _ in deliveries]
 
@@ -140,8 +218,8 @@ def commit_batch(store: LogStore, deliveries: list[Delivery]) -> Sequence[Outcom
 def _settle(items: list[_Item], results: Sequence[Outcome | Exception]) -> None:
     """Tell each submitter its result, with one wake-up per event loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Done, Outcome | Exception]]] = {}
-    for (_, loop, done), result in zip(items, results, strict=True):
-        by_loop.setdefault(loop, []).append((done, result))
+    for item, result in zip(items, results, strict=True):
+        by_loop.setdefault(item.loop, []).append((item.done, result))
     for loop, pairs in by_loop.items():
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
             loop.call_soon_threadsafe(_resolve, pairs)
@@ -162,3 +240,8 @@ def _settle_future(future: asyncio.Future[Outcome], result: Outcome | Exception)
         future.set_exception(result)
     else:
         future.set_result(result)
+
+
+def _retrieve(future: asyncio.Future[Outcome]) -> None:
+    if not future.cancelled():
+        future.exception()

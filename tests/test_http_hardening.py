@@ -29,6 +29,7 @@ from app.config import Settings
 from app.middleware import errors_as_json, install_parser_error_handler
 from app.signing import SIGNATURE_HEADER
 from app.web import create_app
+from eventlog.spool import SPOOL_FILE
 from projections.registry import all_projectors
 from tests.helpers import APP_A, SECRETS, make_body, signature, wait_for
 from tests.server import Server, write_config
@@ -283,18 +284,23 @@ async def test_every_503_carries_retry_after(port, hardened_settings):
     """The log cannot commit (a trigger refuses inserts, as a full disk would): the
     delivery's 503 and /healthz's 503 both say when to come back."""
     assert (await send(port, signed_delivery())).status == 200  # the log exists
-    conn = sqlite3.connect(hardened_settings.events_path, isolation_level=None)
-    conn.execute(
-        "CREATE TRIGGER full_disk BEFORE INSERT ON requests BEGIN SELECT RAISE(ABORT, 'full'); END"
-    )
+    conns = [
+        sqlite3.connect(hardened_settings.events_path, isolation_level=None),
+        sqlite3.connect(hardened_settings.spool_path / SPOOL_FILE, isolation_level=None),
+    ]  # the log and the spool both refuse: nothing can keep a delivery
+    for conn, table in zip(conns, ("requests", "spooled"), strict=True):
+        conn.execute(
+            f"CREATE TRIGGER full_disk BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, 'full'); END"
+        )
     try:
         for answer in (await send(port, signed_delivery()), await send(port, get("/healthz"))):
             assert answer.status == 503, answer.body
             assert answer.headers["retry-after"].isdigit(), answer.headers
             assert int(answer.headers["retry-after"]) >= 1
     finally:
-        conn.execute("DROP TRIGGER full_disk")
-        conn.close()
+        for conn in conns:
+            conn.execute("DROP TRIGGER full_disk")
+            conn.close()
 
 
 async def test_a_503_raised_as_an_aiohttp_exception_carries_retry_after(aiohttp_client):

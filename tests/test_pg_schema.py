@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BODY = b'{"data":[{"text":"a\\u0000b"}]}\x00\xff raw NUL and a byte that is not UTF-8'
 BLOCK = '{"message_id":"m-1","text":"a\\u0000b","nested":{"v":"\\u0000"}}'
 
+LATEST = 2  # the schema's steps: 1 the log, 2 requests by receipt time (the spool)
+STEPS = [(n,) for n in range(1, LATEST + 1)]
+
 
 def connect(url: str) -> psycopg.Connection:
     return psycopg.connect(url, autocommit=True)
@@ -152,15 +155,15 @@ def test_no_server_skips_locally_and_fails_on_ci(
 def test_migrate_twice_changes_nothing_the_second_time(pg_url: str) -> None:
     with connect(pg_url) as conn:
         assert pg_schema.version(conn) == 0
-        assert pg_schema.migrate(conn) == len(pg_schema.MIGRATIONS) == 1
+        assert pg_schema.migrate(conn) == len(pg_schema.MIGRATIONS) == LATEST
         first = schema_objects(conn)
         insert_one_of_each(conn)
         rows = everything(conn)
-        assert pg_schema.migrate(conn) == 1
+        assert pg_schema.migrate(conn) == LATEST
         assert schema_objects(conn) == first
         assert everything(conn) == rows
-        assert conn.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
-        assert pg_schema.version(conn) == 1
+        assert conn.execute("SELECT version FROM schema_migrations").fetchall() == STEPS
+        assert pg_schema.version(conn) == LATEST
     tables = {name for kind, name, relkind in first if kind == "table" and relkind == "r"}
     assert tables == {*pg_schema.LOG_TABLES, "schema_migrations"}
     triggers = {(name, enabled) for kind, name, enabled in first if kind == "trigger"}
@@ -184,9 +187,9 @@ def test_concurrent_migrations_apply_each_step_once(pg_url: str) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert results == [1, 1, 1]
+    assert results == [LATEST] * 3
     with connect(pg_url) as conn:
-        assert conn.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM schema_migrations").fetchall() == STEPS
 
 
 def test_migrate_refuses_a_connection_inside_a_transaction(pg_url: str) -> None:
@@ -290,7 +293,7 @@ def test_the_service_role_can_insert_and_select_the_log(log: Log) -> None:
         rows = everything(conn)
         assert [len(rows[t]) for t in pg_schema.LOG_TABLES] == [2, 2, 2, 2]
         assert rows["requests"][1][6] == BODY
-        assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone() == (1,)
+        assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone() == (LATEST,)
         with pytest.raises(errors.InsufficientPrivilege):
             conn.execute("INSERT INTO schema_migrations (version) VALUES (2)")
 

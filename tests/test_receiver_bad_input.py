@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 
 from app.signing import SIGNATURE_HEADER
+from eventlog.spool import SPOOL_FILE
 from tests.helpers import (
     APP_A,
     APP_B,
@@ -206,19 +207,28 @@ async def test_a_lone_surrogate_escape_is_quarantined_not_a_503(client, settings
 async def test_when_the_log_cannot_commit_the_answer_is_503_and_nothing_is_acknowledged(
     client, settings
 ):
-    """A real SQLite failure (a trigger refusing inserts, as a full disk would) gives 503 and health 503."""
+    """Real SQLite failures of the log and of the spool (triggers refusing inserts, as a full
+    disk shared by both would) give 503 and health 503. (The log alone failing is spooled:
+    tests/test_spool.py.)"""
     await signed_post(client, sample("note_create"))  # the log exists
     before = snapshot(settings.events_path)
     conn = sqlite3.connect(settings.events_path, isolation_level=None)
     conn.execute(
         "CREATE TRIGGER simulated_full_disk BEFORE INSERT ON requests BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
     )
+    spool = sqlite3.connect(settings.spool_path / SPOOL_FILE, isolation_level=None)
+    spool.execute(
+        "CREATE TRIGGER simulated_full_disk BEFORE INSERT ON spooled BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )
     status, answer = await signed_post(client, make_body())
     assert status == 503 and "nothing was stored" in answer["error"]
     assert snapshot(settings.events_path) == before
+    assert spool.execute("SELECT count(*) FROM spooled").fetchone() == (0,)
     health = await client.get("/healthz")
     assert health.status == 503 and (await health.json())["status"] == "unavailable"
     conn.execute("DROP TRIGGER simulated_full_disk")
     conn.close()
+    spool.execute("DROP TRIGGER simulated_full_disk")
+    spool.close()
     assert (await signed_post(client, make_body()))[0] == 200
     assert (await client.get("/healthz")).status == 200
