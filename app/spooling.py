@@ -139,7 +139,9 @@ async def health(app: web.Application) -> tuple[list[str], list[str]]:
     degraded: list[str] = []
     spool_writer, drainer = app.get(SPOOL_WRITER), app.get(DRAINER)
     log_writer = app.get(WRITER)
-    log_failing = log_writer is not None and not log_writer.healthy
+    log_failing = (log_writer is not None and not log_writer.healthy) or (
+        drainer is not None and drainer.active  # the log is not taking deliveries now
+    )
     if spool_writer is not None and not spool_writer.healthy and log_failing:
         # (a spool write fails only when the log has; once the log commits again, no
         # delivery needs the spool: its last failure no longer loses anything)

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from app.commands.views import spool_status
 from app.config import Settings
 from app.web import create_app
 from eventlog.append import Delivery
@@ -88,6 +89,8 @@ async def test_deliveries_the_log_cannot_take_in_time_are_spooled_then_drained_i
         assert [a["spooled"] for _, a in answers] == [True] * 6
         assert [a["accepted"] for _, a in answers] == [1] * 6
         assert spool_depth(settings) == 6
+        shown = spool_status(settings)  # what notestore status shows
+        assert (shown["deliveries"], shown["set_aside"]) == (6, 0) and shown["bytes"] > 0
         status, body = await health(client)
         assert (status, body["status"]) == (200, "degraded")
         assert any("6 deliveries spooled" in r for r in body["reasons"])

@@ -19,6 +19,7 @@ from eventlog.db import LOG_FILE, file_sizes
 from eventlog.dbapi import Connection
 from eventlog.pg_conn import PgConnection
 from eventlog.read import log_counts
+from eventlog.spool import SpoolStats, read_stats
 from projections.rebuild import rebuild_all
 from projections.registry import all_projectors, projectors_named
 from projections.status import all_status
@@ -71,12 +72,14 @@ def gather_status(settings: Settings) -> dict[str, Any]:
             views.close()
     finally:
         log.close()
+    spool = spool_status(settings)
     if storage.backend == POSTGRESQL:
         return {
             "backend": POSTGRESQL,
             "database": shown_url(settings.database_url or ""),
             "data_dir": str(settings.data_dir),
             "log": counts,
+            "spool": spool,
             "views": view_states,
         }
     log_bytes, log_wal = file_sizes(settings.data_dir / LOG_FILE)
@@ -85,8 +88,21 @@ def gather_status(settings: Settings) -> dict[str, Any]:
         "backend": storage.backend,
         "data_dir": str(settings.data_dir),
         "log": {**counts, "bytes": log_bytes, "wal_bytes": log_wal},
+        "spool": spool,
         "views_file": {"bytes": views_bytes, "wal_bytes": views_wal},
         "views": view_states,
+    }
+
+
+def spool_status(settings: Settings) -> dict[str, Any]:
+    """What the spool holds that the log does not have yet (eventlog.spool)."""
+    stats = read_stats(settings.spool_path) or SpoolStats(0, None, 0)
+    return {
+        "folder": str(settings.spool_path),
+        "deliveries": stats.waiting,
+        "oldest_age_s": round(stats.oldest_age_s(), 1),
+        "bytes": stats.bytes,
+        "set_aside": stats.set_aside,
     }
 
 
@@ -121,6 +137,19 @@ def status(args: argparse.Namespace) -> int:
             f"[bold]views[/bold] {report['data_dir']}/views.db: "
             f"{views_file['bytes'] / 1e6:.1f} MB, its WAL {views_file['wal_bytes'] / 1e6:.1f} MB"
         )
+    spool = report["spool"]
+    if spool["deliveries"] or spool["set_aside"]:
+        console.print(
+            f"[bold yellow]spool[/bold yellow] {escape(spool['folder'])}: {spool['deliveries']}"
+            f" deliveries not yet in the log, the oldest {spool['oldest_age_s']:.0f} s old"
+            + (
+                f"; {spool['set_aside']} set aside (the log refused them)"
+                if spool["set_aside"]
+                else ""
+            )
+        )
+    else:
+        console.print(f"[bold]spool[/bold] {escape(spool['folder'])}: empty")
     table = Table("view", "version", "checkpoint", "lag", "state")
     for v in report["views"]:
         state = "ok"
