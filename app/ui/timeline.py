@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from eventlog.models import DELETE_EVENTS
 from projections.values import LIST_FIELDS, canonical_field, element_key, elements_of
 
@@ -62,12 +64,28 @@ def shown(value: Any) -> str:
     """A value as text: strings as they are, anything else as JSON."""
     if isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    if value is None:
+        return "null"
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:  # an integer past 64 bits
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
 def timeline(history: dict[str, Any]) -> list[dict[str, Any]]:
-    """The history's events, newest first, each with its field changes."""
+    """The history's events, newest first, each with its field changes and its times and actor
+    as the page shows them (made here once: a template's macro per value costs more)."""
+    from app.ui.render import iso, readable  # (render imports this module)
+
     return [
-        {**event, "diff": field_changes(event["event_type"], event.get("changes"))}
+        {
+            **event,
+            "diff": field_changes(event["event_type"], event.get("changes")),
+            "at_iso": iso(event["action_time"]),
+            "at_text": readable(event["action_time"]),
+            "received_iso": iso(event["received_at"]),
+            "received_text": readable(event["received_at"]),
+            "actor_text": shown(event.get("actor")),
+        }
         for event in reversed(history["events"])
     ]
