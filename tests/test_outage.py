@@ -9,9 +9,11 @@ import json
 import os
 import sqlite3
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -222,3 +224,58 @@ def _notes(storage: Storage) -> list[str]:
         return [r[0] for r in conn.execute("SELECT note_id FROM events")]
     finally:
         conn.close()
+
+
+def test_two_instances_postgresql_restarted_mid_burst_one_killed_every_acknowledged_event_once(
+    tmp_path: Path, pg_server: pg.PgServer, pg_url: str
+) -> None:
+    """Senders on both instances throughout; PostgreSQL restarts under them, then one
+    instance dies by SIGKILL (its spool perhaps holding deliveries) and is started again."""
+    if not pg_server.started_here:
+        pytest.skip("restarting the server needs a PostgreSQL these tests started")
+    storage = Storage(tmp_path / "unused", pg_url)
+    servers = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        config = write_config(
+            tmp_path / name, SECRETS, {TOKEN: ["*"]}, database_url=pg_url,
+            log_commit_timeout_ms=500,
+        )  # fmt: skip
+        servers.append(Server(config).start())
+    acked: list[str] = []
+    stop = threading.Event()
+
+    def send(server_of: list[Server], index: int, prefix: str) -> None:
+        i = 0
+        while not stop.is_set():
+            note_id = f"{prefix}-{i}"
+            i += 1
+            with contextlib.suppress(OSError):  # a killed instance: not acknowledged
+                status, _, _ = post(server_of[index], note_id)
+                if status == 200:
+                    acked.append(note_id)
+
+    threads = [threading.Thread(target=send, args=(servers, n % 2, f"s{n}")) for n in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        wait_until(lambda: len(acked) >= 20, 60, "deliveries before the restart")
+        pg.restart_cluster(pg_server)
+        wait_until(lambda: len(acked) >= 60, 60, "deliveries after the restart")
+        servers[0].kill()
+        servers[0] = Server(servers[0].config).start()  # its spool drains now
+        wait_until(lambda: len(acked) >= 100, 60, "deliveries after the kill")
+        stop.set()
+        for t in threads:
+            t.join(60)
+        for server in servers:
+            wait_until(
+                lambda s=server: spool_empty(s.config.parent / "data"), 60, "the spools drained"
+            )
+    finally:
+        stop.set()
+        for server in servers:
+            server.stop()
+    counts = Counter(_notes(storage))
+    assert set(acked) <= set(counts), sorted(set(acked) - set(counts))[:5]
+    assert set(counts.values()) == {1}
