@@ -21,7 +21,7 @@ from projections.base import (
     IDS_PER_QUERY,
     EntityProjector,
     Key,
-    Projector,
+    ProjectionFailed,
     Writes,
     doc_text,
     merchant_key,
@@ -122,16 +122,34 @@ def document(note: EntityState, comments: list[str]) -> Document | None:
     return (note.last_action_time or 0.0, words, text, doc_text(item))
 
 
-class SearchProjector(Projector):
+COMMENT = "\x00"  # a comment's key in a batch: (merchant, COMMENT + id); no id holds a NUL
+
+
+def _is_comment(key: Key) -> bool:
+    return key[1].startswith(COMMENT)
+
+
+def _key(event: LogEvent) -> Key:
+    prefix = COMMENT if event.event_type in COMMENT_EVENTS else ""
+    return (merchant_key(event.merchant_id), prefix + (event.entity_id or ""))
+
+
+class SearchProjector(EntityProjector):
+    """One pass of a rebuild folds it with the other views (projections/rebuild.py): its
+    batch of held states mixes notes and comments, each comment under COMMENT + its id."""
+
     name = search_index.NAME
     version = 1
     event_types = NOTE_EVENTS | COMMENT_EVENTS
     tables = ("search_notes", "search_comments", "search_docs")
+    state_table, key_column = "search_notes", "note_id"
 
     def __init__(self) -> None:
         self.notes = NoteStates()
         self.comments = CommentStates()
         self._cleaned: int | None = None  # the live generation whose stale indexes were dropped
+        # (suffix, comment key) -> the note the stored comment was on, until its batch is saved
+        self._before: dict[tuple[str, Key], str | None] = {}
 
     def schema(self, suffix: str, generation: int) -> list[str]:
         g = f"search_g{generation}"
@@ -168,44 +186,57 @@ class SearchProjector(Projector):
             " (last_action_time DESC, note_id DESC, merchant_id DESC)",
         ]
 
-    def apply(self, conn: Connection, events: Sequence[LogEvent], suffix: str) -> None:
-        notes: dict[Key, EntityState] = {}
-        comments: dict[Key, EntityState] = {}
-        self.notes.fold_into(conn, [e for e in events if e.event_type in NOTE_EVENTS], suffix,
-                             notes)  # fmt: skip
-        on_before = self._comment_notes(conn, suffix, events)
-        self.comments.fold_into(
-            conn, [e for e in events if e.event_type in COMMENT_EVENTS], suffix, comments
+    def fold_into(
+        self,
+        conn: Connection,
+        events: Sequence[LogEvent],
+        suffix: str,
+        states: dict[Key, EntityState],
+    ) -> None:
+        """Fold notes and comments into `states` (a comment keyed by COMMENT + its id),
+        loading each the first time it is met, and remembering the note each comment was
+        on as stored: save_all rewrites that note's document too."""
+        first: dict[Key, LogEvent] = {}
+        for event in events:
+            if event.entity_id is not None and (key := _key(event)) not in states:
+                first.setdefault(key, event)
+        notes = self.notes.load_many(conn, suffix, [k for k in first if not _is_comment(k)])
+        comments = self.comments.load_many(
+            conn, suffix, [(m, i[len(COMMENT) :]) for m, i in first if _is_comment((m, i))]
         )
+        for key, event in first.items():
+            if _is_comment(key):
+                stored = comments.get((key[0], event.entity_id or ""))
+                self._before[(suffix, key)] = None if stored is None else note_of(stored)
+            else:
+                stored = notes.get(key)
+            states[key] = stored or EntityState(event.entity_id or "", event.merchant_id)
+        for event in events:
+            if event.entity_id is not None:
+                try:
+                    states[_key(event)].fold(event)
+                except Exception as exc:
+                    raise ProjectionFailed(self.name, event, exc) from exc
+
+    def save(self, writes: Writes, suffix: str, state: EntityState) -> None:
+        raise TypeError("the search view saves a whole batch at once (save_all): a note's "
+                        "document needs its comments")  # fmt: skip
+
+    def save_all(self, conn: Connection, suffix: str, states: dict[Key, EntityState]) -> None:
+        """Write the folded notes and comments, then the documents of every note they touch."""
+        notes = {k: state for k, state in states.items() if not _is_comment(k)}
+        comments = {(k[0], state.entity_id): state for k, state in states.items()
+                     if _is_comment(k)}  # fmt: skip
         affected = set(notes)
         for key, comment in comments.items():
-            for note_id in (on_before.get(key), note_of(comment)):
+            before = self._before.pop((suffix, (key[0], COMMENT + key[1])), None)
+            for note_id in (before, note_of(comment)):
                 if note_id is not None:
                     affected.add((key[0], note_id))
         self.notes.save_all(conn, suffix, notes)
         self.comments.save_all(conn, suffix, comments)
         if affected:
             self._write_documents(conn, suffix, affected, notes)
-
-    def _comment_notes(
-        self, conn: Connection, suffix: str, events: Sequence[LogEvent]
-    ) -> dict[Key, str | None]:
-        """The note each commented comment was on before this batch."""
-        keys = {
-            (merchant_key(e.merchant_id), e.entity_id)
-            for e in events
-            if e.event_type in COMMENT_EVENTS and e.entity_id is not None
-        }
-        found: dict[Key, str | None] = {}
-        for chunk in _chunks(comment_id for _, comment_id in keys):
-            for merchant, comment_id, note_id in conn.execute(
-                f"SELECT merchant_id, comment_id, note_id FROM search_comments{suffix}"
-                f" WHERE comment_id IN ({_marks(chunk)})",
-                chunk,
-            ):
-                if (merchant, comment_id) in keys:
-                    found[(merchant, comment_id)] = note_id
-        return found
 
     def _comment_texts(
         self, conn: Connection, suffix: str, notes: set[Key]

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -56,9 +56,16 @@ def worktree(rev: str) -> Iterator[Path]:
 
 
 def one_run(
-    tree: Path, folder: Path, bodies: Path, seconds: float, connections: int
+    tree: Path,
+    folder: Path,
+    bodies: Path,
+    seconds: float,
+    connections: int,
+    after_load: Callable[[Path], None] | None = None,
 ) -> tuple[float, float, float]:
-    """(req/s, serve's CPU µs per delivery, p99 ms) of serve started from `tree`."""
+    """(req/s, serve's CPU µs per delivery, p99 ms) of serve started from `tree`;
+    `after_load(folder)`, when given, runs between the load and the second CPU reading (to
+    count work serve does after answering, e.g. the views catching up)."""
     config = write_config(folder, SECRETS, {"t": ["*"]})
     here = Path.cwd()
     os.chdir(tree)  # serve is `python -m app` in the current directory: this tree's code
@@ -68,6 +75,8 @@ def one_run(
             pids = [pid for group in roles(server).values() for pid in group]
             before = {pid: sum(cpu_seconds(pid)) for pid in pids}
             result = run_load(f"{server.url}/webhooks/mobio", bodies, seconds, connections)
+            if after_load is not None:
+                after_load(folder)
             cpu = sum(sum(cpu_seconds(pid)) - before[pid] for pid in pids)
     finally:
         os.chdir(here)

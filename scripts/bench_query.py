@@ -4,7 +4,13 @@ HTTP, on a large log against the same on a small one (indexes, never scans).
 
 Targets, on SQLite and on PostgreSQL alike: p99(large) <= 1.5 x p99(small) for every query,
 in process and over HTTP; over HTTP every p99 <= 10 ms; serve answers /healthz within 2 s of
-starting on the large log. Small and large are measured in alternating rounds on one backend,
+starting on the large log. Search (issue 15): a tenth of each log's events are
+scripts/search_corpus.py's live notes (the workload's notes are few and hot), the rest the
+workload's; a selective word (`search`: the number of one note) answers in <= 50 ms p99 over
+HTTP and within 1.5 x of the small log; a word of a few hundred notes on the large log
+(`search_few`, a handful on the small one) in <= 50 ms p99 over HTTP (its ratio is shown,
+not held: it matches a hundred times more notes); a common word (`search_common`, in every
+corpus note) answers its first page in <= 200 ms p99 over HTTP. Small and large are measured in alternating rounds on one backend,
 then the same on the other; each backend's table prints under its name.
 
     python scripts/bench_query.py [--small 10000] [--large 1000000] [--samples 400] [--rounds 5]
@@ -48,7 +54,9 @@ from benchlib import (  # noqa: E402
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.queries import history, mentions, notes  # noqa: E402
+from search_corpus import COMMON_WORD, FEW_WORD, FIRST_NUMBER, add_search_corpus  # noqa: E402
+
+from app.queries import history, mentions, notes, search  # noqa: E402
 from app.queries.scope import EVERYTHING  # noqa: E402
 from eventlog.dbapi import Connection  # noqa: E402
 from projections.rebuild import rebuild_all  # noqa: E402
@@ -57,6 +65,10 @@ from projections.storage import Storage  # noqa: E402
 from tests.server import Server, write_config  # noqa: E402
 
 RATIO_TARGET, HTTP_P99_MS = 1.5, 10.0
+QUERIES = ("note", "history", "comments", "mentions", "search", "search_few", "search_common")
+HTTP_TARGETS_MS = {"search": 50.0, "search_few": 50.0, "search_common": 200.0}  # else HTTP_P99_MS
+NO_RATIO = {"search_few", "search_common"}
+SEARCH_SHARE = 10  # one event in ten of each log is a note of the search corpus
 TOKEN = {"Authorization": "Bearer bench"}
 WARM_UP = 20  # calls per query on each new connection, not timed
 
@@ -79,7 +91,7 @@ def subjects(views: Connection, count: str) -> dict[str, str]:
     account = views.execute(
         "SELECT account_id FROM mentions GROUP BY account_id ORDER BY count(*) DESC, account_id LIMIT 1"
     ).fetchone()[0]
-    return {"note": note, "threaded": threaded, "account": account}
+    return {"note": note, "threaded": threaded, "account": account, "word": str(FIRST_NUMBER)}
 
 
 def in_process(storage: Storage, s: dict[str, str], samples: int) -> dict[str, float]:
@@ -89,6 +101,11 @@ def in_process(storage: Storage, s: dict[str, str], samples: int) -> dict[str, f
         "history": lambda: history.note_history(views, log, EVERYTHING, s["note"]),
         "comments": lambda: notes.comment_thread(views, EVERYTHING, s["threaded"], False),
         "mentions": lambda: mentions.mention_feed(views, EVERYTHING, s["account"], 50, None),
+        "search": lambda: search.search_notes(views, EVERYTHING, [s["word"]], 20, (None, 0)),
+        "search_few": lambda: search.search_notes(views, EVERYTHING, [FEW_WORD], 20, (None, 0)),
+        "search_common": lambda: search.search_notes(
+            views, EVERYTHING, [COMMON_WORD], 20, (None, 0)
+        ),
     }
     out = {}
     for name, call in calls.items():
@@ -111,6 +128,9 @@ async def over_http(url: str, s: dict[str, str], samples: int) -> dict[str, floa
         "history": f"/notes/{s['note']}/history",
         "comments": f"/notes/{s['threaded']}/comments",
         "mentions": f"/accounts/{s['account']}/mentions",
+        "search": f"/search?q={s['word']}",
+        "search_few": f"/search?q={FEW_WORD}",
+        "search_common": f"/search?q={COMMON_WORD}",
     }
     out = {}
     async with aiohttp.ClientSession(headers=TOKEN) as session:
@@ -133,19 +153,35 @@ def prepare(
     more = {"database_url": database_url} if database_url else {}
     config = write_config(folder, SECRETS, {"bench": ["*"]}, **more)
     storage = Storage(folder / "data", database_url)
+    corpus = events // SEARCH_SHARE
     if database_url:
-        took = build_pg_log(database_url, events)
+        took = build_pg_log(database_url, events - corpus)
         print(f"  {events:,} events: PostgreSQL log built in {took:.1f} s")
     else:
-        build_log(storage.data_dir, events)
+        build_log(storage.data_dir, events - corpus)
+    add_search_corpus(storage, corpus)
     views, log = storage.views(), storage.log_reader()
     rebuild_all(all_projectors(), views, log)
     count = event_count(storage)
     s = subjects(views, count)
     found = views.execute(f"SELECT {count} FROM notes WHERE note_id = ?", (s["note"],)).fetchone()
     told = len(history.note_history(views, log, EVERYTHING, s["note"])["events"])
-    print(f"  {events:,} events: history subject {s['note']} has {found[0]} note events,"
-          f" {told} in its history (comments included)")
+    print(
+        f"  {events:,} events: history subject {s['note']} has {found[0]} note events,"
+        f" {told} in its history (comments included)"
+    )
+    matched = {
+        w: views.execute(
+            "SELECT count(*) FROM search_docs WHERE ' ' || words || ' ' LIKE ?", (f"% {w} %",)
+        ).fetchone()[0]
+        for w in (s["word"], FEW_WORD, COMMON_WORD)
+    }
+    print(
+        f"  {events:,} events: {matched[s['word']]} notes hold the selective word {s['word']!r},"
+        f" {matched[FEW_WORD]} {FEW_WORD!r}, {matched[COMMON_WORD]} the common word"
+        f" {COMMON_WORD!r}"
+        f" (of {views.execute('SELECT count(*) FROM search_docs').fetchone()[0]} searchable)"
+    )
     views.close()
     log.close()
     return config, storage, s
@@ -196,17 +232,18 @@ def measure(name: str, args: argparse.Namespace, admin_url: str | None) -> list[
             for server in servers.values():
                 server.stop()
     print(
-        f"[{name}] {'query':<10} {'where':<11} {'p99 small':>10} {'p99 large':>10} {'ratio':>7}   (medians of {args.rounds} rounds)"
+        f"[{name}] {'query':<13} {'where':<11} {'p99 small':>10} {'p99 large':>10} {'ratio':>7}   (medians of {args.rounds} rounds)"
     )
     for where in ("in process", "over HTTP"):
-        for query in ("note", "history", "comments", "mentions"):
+        for query in QUERIES:
             lo, hi = median(p99s[("small", where, query)]), median(p99s[("large", where, query)])
-            print(f"[{name}] {query:<10} {where:<11} {lo:>8.3f}ms {hi:>8.3f}ms {hi / lo:>7.2f}")
+            print(f"[{name}] {query:<13} {where:<11} {lo:>8.3f}ms {hi:>8.3f}ms {hi / lo:>7.2f}")
             # sub-0.2 ms timings are dominated by noise: compare against a 0.2 ms floor
-            if hi > RATIO_TARGET * max(lo, 0.2):
+            if query not in NO_RATIO and hi > RATIO_TARGET * max(lo, 0.2):
                 failures.append(f"{name}: {query} {where}: {hi / lo:.2f}x")
-            if where == "over HTTP" and hi > HTTP_P99_MS:
-                failures.append(f"{name}: {query} over HTTP p99 {hi:.1f} ms")
+            target = HTTP_TARGETS_MS.get(query, HTTP_P99_MS)
+            if where == "over HTTP" and hi > target:
+                failures.append(f"{name}: {query} over HTTP p99 {hi:.1f} ms (target {target:.0f})")
     return failures
 
 
