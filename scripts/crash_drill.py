@@ -3,8 +3,11 @@
 
 Afterwards every delivery answered 200 must be in the log exactly once, the hash
 chain must verify, and after a restart every view must equal a from-scratch rebuild.
+Cases: `kill` (SQLite), `outage` (the log held by another process so deliveries go to
+the spool, then SIGKILL while it holds them), `two-instances` (two serve on one
+throwaway PostgreSQL, the server restarted mid-burst, one instance SIGKILLed).
 
-    python scripts/crash_drill.py [--rounds 5] [--clients 32]
+    python scripts/crash_drill.py [--case kill|outage|two-instances] [--rounds 5] [--clients 32]
 Prints its result; exits 1 on any failure.
 """
 
@@ -19,19 +22,23 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.signing import SIGNATURE_HEADER  # noqa: E402
-from projections.registry import all_projectors  # noqa: E402
+from eventlog.spool import read_stats  # noqa: E402
+from projections.storage import Storage  # noqa: E402
 from tests.helpers import SECRETS, make_block, make_body, signature  # noqa: E402
 from tests.ops_kit import notestore  # noqa: E402
+from tests.pg import _start_cluster, _stop_cluster, restart_cluster  # noqa: E402
 from tests.server import Server, write_config  # noqa: E402
-from tests.views_kit import Views, fold_from_scratch  # noqa: E402
+from tests.test_two_instances import logged as logged_ids  # noqa: E402
+from tests.test_two_instances import settled, views_equal_a_rebuild  # noqa: E402
 
 
 async def client(
@@ -54,32 +61,113 @@ async def client(
 
 
 async def round_of_load(server: Server, clients: int, acked: list[str]) -> None:
-    stop = asyncio.Event()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-        tasks = [
-            asyncio.create_task(client(session, f"{server.url}/webhooks/mobio", acked, stop))
-            for _ in range(clients)
-        ]
+    """Load, then SIGKILL mid-burst."""
+    async with _load([server], clients, acked):
         await asyncio.sleep(random.uniform(0.5, 2.0))
-        server.kill()  # SIGKILL, mid-burst
-        stop.set()
-        await asyncio.gather(*tasks)
+        server.kill()
 
 
-def wait_for_views(config: Path, head: int, timeout: float = 60) -> None:
+async def outage_round(server: Server, clients: int, acked: list[str], data: Path) -> None:
+    """Load; the log then held by another process (deliveries go to the spool); SIGKILL
+    while it is held, so the spool holds deliveries when serve dies."""
+    async with _load([server], clients, acked):
+        await asyncio.sleep(random.uniform(0.3, 1.0))
+        conn = sqlite3.connect(data / "events.db", isolation_level=None, timeout=30)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            await asyncio.sleep(random.uniform(0.5, 1.5))
+            server.kill()
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+
+
+async def two_instances_round(
+    servers: list[Server], clients: int, acked: list[str], cluster: Any
+) -> None:
+    """Load over two instances on one PostgreSQL; the server restarted mid-burst; one
+    instance killed; the other stopped."""
+    async with _load(servers, clients, acked):
+        await asyncio.sleep(random.uniform(0.3, 1.0))
+        await asyncio.to_thread(restart_cluster, cluster)
+        await asyncio.sleep(random.uniform(0.3, 1.0))
+        random.choice(servers).kill()
+    for server in servers:
+        server.stop()
+
+
+@contextlib.asynccontextmanager
+async def _load(servers: list[Server], clients: int, acked: list[str]) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        tasks = [
+            asyncio.create_task(
+                client(session, f"{servers[n % len(servers)].url}/webhooks/mobio", acked, stop)
+            )
+            for n in range(clients)
+        ]
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        report = json.loads(notestore(config, "status", "--json").stdout)
-        if all(v["checkpoint"] == head for v in report["views"]):
-            return
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what}: not reached in {timeout:.0f} s")
         time.sleep(0.2)
-    raise SystemExit("views did not catch up after the restart")
+
+
+def spool_empty(folder: Path) -> bool:
+    stats = read_stats(folder)
+    return stats is None or stats.waiting == 0
+
+
+def check(configs: list[Path], storage: Storage, acked: list[str], failures: list[str]) -> None:
+    """With every instance running again: spools drained, views caught up, then every
+    acknowledged event once, the chain, and the views against a rebuild."""
+    servers = [Server(config).start() for config in configs]
+    try:
+        for config in configs:
+            wait_until(lambda c=config: spool_empty(c.parent / "data"), "the spool drained")
+        wait_until(lambda: settled(storage), "the views caught up")
+    finally:
+        for server in servers:
+            server.stop()
+    logged = logged_ids(storage)
+    lost = [m for m in acked if logged[m] != 1]
+    if lost:
+        failures.append(f"{len(lost)} acknowledged events missing or doubled, e.g. {lost[:3]}")
+    print(
+        f"log: {len(logged)} events; {len(acked)} acknowledged, all present exactly once: {not lost}"
+    )
+    verified = notestore(configs[0], "verify")
+    print(verified.stdout.strip().splitlines()[-1] if verified.stdout.strip() else verified.stderr)
+    if verified.returncode != 0:
+        failures.append("the hash chain does not verify")
+    try:
+        views_equal_a_rebuild(storage)
+        print("views: equal a from-scratch rebuild")
+    except AssertionError as exc:
+        failures.append(f"a view differs from a rebuild: {exc}")
+
+
+CASES = ("kill", "outage", "two-instances")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument(
+        "--case", choices=CASES, default="kill",
+        help="kill: SIGKILL under load (SQLite); outage: the log held by another process, then"
+        " SIGKILL with the spool holding deliveries (SQLite); two-instances: two serve on one"
+        " throwaway PostgreSQL, the server restarted mid-burst and one instance killed",
+    )  # fmt: skip
     parser.add_argument(
         "--keep", type=Path, metavar="DIR", help="keep the drill's config and data in DIR"
     )
@@ -92,34 +180,47 @@ def main() -> int:
         if args.keep
         else tempfile.TemporaryDirectory() as folder
     ):
-        config = write_config(Path(folder), SECRETS)
         acked: list[str] = []
-        for number in range(1, args.rounds + 1):
-            before = len(acked)
-            asyncio.run(round_of_load(Server(config).start(), args.clients, acked))
-            print(f"round {number}: {len(acked) - before} events acknowledged, then SIGKILL")
-        with Server(config):
+        if args.case == "two-instances":
+            cluster = _start_cluster()
+            try:
+                configs = []
+                for name in ("a", "b"):
+                    (Path(folder) / name).mkdir()
+                    configs.append(
+                        write_config(
+                            Path(folder) / name,
+                            SECRETS,
+                            database_url=cluster.admin_url,
+                            log_commit_timeout_ms=500,
+                        )  # fmt: skip
+                    )
+                storage = Storage(Path(folder) / "a" / "data", cluster.admin_url)
+                for number in range(1, args.rounds + 1):
+                    before = len(acked)
+                    servers = [Server(c).start() for c in configs]
+                    asyncio.run(two_instances_round(servers, args.clients, acked, cluster))
+                    print(
+                        f"round {number}: {len(acked) - before} events acknowledged,"
+                        " PostgreSQL restarted, one instance SIGKILLed"
+                    )
+                check(configs, storage, acked, failures)
+            finally:
+                _stop_cluster(cluster)
+        else:
+            config = write_config(Path(folder), SECRETS, log_commit_timeout_ms=300)
             data = Path(folder) / "data"
-            conn = sqlite3.connect(data / "events.db")
-            logged = Counter(r[0] for r in conn.execute("SELECT message_id FROM events"))
-            head = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
-            conn.close()
-            wait_for_views(config, head)
-        lost = [m for m in acked if logged[m] != 1]
-        if lost:
-            failures.append(f"{len(lost)} acknowledged events missing or doubled, e.g. {lost[:3]}")
-        print(
-            f"log: {len(logged)} events; {len(acked)} acknowledged, all present exactly once: {not lost}"
-        )
-        verified = notestore(config, "verify")
-        print(verified.stdout.strip().splitlines()[-1])
-        if verified.returncode != 0:
-            failures.append("the hash chain does not verify")
-        for projector in all_projectors():
-            same = Views(data, projector).dump() == fold_from_scratch(data, projector)
-            print(f"view {projector.name}: equals a from-scratch rebuild: {same}")
-            if not same:
-                failures.append(f"view {projector.name} differs from a rebuild")
+            for number in range(1, args.rounds + 1):
+                before = len(acked)
+                server = Server(config).start()
+                if args.case == "outage":
+                    asyncio.run(outage_round(server, args.clients, acked, data))
+                    what = "the log held, then SIGKILL with the spool holding deliveries"
+                else:
+                    asyncio.run(round_of_load(server, args.clients, acked))
+                    what = "then SIGKILL"
+                print(f"round {number}: {len(acked) - before} events acknowledged, {what}")
+            check([config], Storage(data, None), acked, failures)
     if args.keep:
         print(f"data kept: notestore verify --config {args.keep / 'notestore.toml'}")
     print("CRASH DRILL PASSED" if not failures else "CRASH DRILL FAILED: " + "; ".join(failures))
