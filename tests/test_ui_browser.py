@@ -52,9 +52,11 @@ def _settled(url: str) -> bool:
         feed = get_json(f"{url}/accounts/acc-feed/mentions?limit=500", OPS)
         story = get_json(f"{url}/notes/n-story/history", OPS)
         get_json(f"{url}/notes/n-xss", OPS)
+        found = get_json(f"{url}/search?q=story", OPS)
     except urllib.error.HTTPError:
         return False
-    return len(feed["items"]) == FEED_NOTES + 1 and len(story["events"]) == 5
+    settled = len(feed["items"]) == FEED_NOTES + 1 and len(story["events"]) == 5
+    return settled and [item["note_id"] for item in found["items"]] == ["n-story"]
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +122,14 @@ def test_a_reader_signs_in_follows_a_notes_story_back_in_time_and_signs_out(page
     page.get_by_text("Show 1 deleted comment").click()
     assert deleted.is_visible()
 
+    page.goto(f"{served.url}/ui/")
+    page.get_by_label("Search notes").fill("STÓRY new")  # folded as the search view folds
+    page.get_by_role("button", name="Search").click()
+    results = page.locator("ol.results > li")
+    assert results.count() == 1 and results.locator("mark").all_inner_texts() == ["New", "story"]
+    results.get_by_role("link", name="n-story").click()
+    assert page.url == f"{served.url}/ui/notes/n-story?merchant_id={MERCHANT}"
+
     page.get_by_role("button", name="Sign out").click()
     assert page.url.startswith(f"{served.url}/ui/login")
     page.goto(f"{served.url}/ui/notes/n-story")
@@ -174,7 +184,14 @@ def test_a_token_of_one_merchant_sees_nothing_of_another_on_any_page(page, serve
     assert page.goto(f"{served.url}/ui/notes/n-other?merchant_id={OTHER}").status == 404
     as_of = page.goto(f"{served.url}/ui/notes/n-other?as_of=2030-01-01T00:00Z")
     assert as_of.status == 404
-    pages = ["/ui/", "/ui/?related=deal-shared", "/ui/accounts/acc-feed/mentions", "/ui/status"]
+    pages = [
+        "/ui/",
+        "/ui/?related=deal-shared",
+        "/ui/accounts/acc-feed/mentions",
+        "/ui/status",
+        "/ui/search?q=SECRET",
+        "/ui/search?q=acc",
+    ]
     shown = ""
     for path in pages:
         page.goto(served.url + path)
@@ -194,6 +211,8 @@ def test_the_other_merchants_note_is_there_for_a_token_that_reads_every_merchant
     assert "n-other" in page.content() and "n-story" in page.content()
     assert page.goto(f"{served.url}/ui/notes/n-other").status == 200
     assert "SECRET-OF-B" in page.content()
+    page.goto(f"{served.url}/ui/search?q=SECRET")
+    assert page.locator("ol.results > li").all_inner_texts()[0].startswith("n-other")
 
 
 def test_a_hostile_description_runs_nothing(page, served):
@@ -303,3 +322,25 @@ def test_the_pages_fit_a_phone_and_a_desktop(browser, served, width):
             assert Path(SCREENSHOTS / f"{name}-{width}.png").stat().st_size > 1000
     finally:
         context.close()
+
+
+@pytest.mark.parametrize(
+    "query",
+    ['"story" AND OR NEAR(words, 2) * ^ - : ( ) {col}: "unbalanced', "story*", "NOT story",
+     "'; DROP TABLE notes; --", "story\" OR \"x"],
+)  # fmt: skip
+def test_a_search_full_of_search_syntax_answers_200(page, served, query):
+    sign_in(page, served, OPS)
+    page.get_by_label("Search notes").fill(query)
+    page.get_by_role("button", name="Search").click()
+    assert page.url.startswith(f"{served.url}/ui/search?q=")
+    assert page.evaluate("document.title").startswith("Search")
+    assert page.request.get(page.url).status == 200
+
+
+def test_a_search_with_no_word_says_so(page, served):
+    sign_in(page, served, OPS)
+    answer = page.goto(f"{served.url}/ui/search?q=%22*%22%20()")
+    assert (
+        answer.status == 400 and "no word to search for" in page.get_by_role("alert").inner_text()
+    )

@@ -54,6 +54,19 @@ async def test_the_note_page_shows_the_story_and_the_note_as_of_a_time(client, s
     assert "The note did not exist yet." in before
 
 
+async def test_the_search_page_finds_words_without_their_accents_within_the_tokens_merchants(
+    client, settings
+):
+    await story(client, settings)
+    await signed_in(client, "merchant-token")
+    page = await (await client.get("/ui/search?q=STÓRY")).text()
+    assert re.findall(r">(n-[a-z-]+)</a>", page) == ["n-story"] and "<mark>story</mark>" in page
+    assert "n-other" not in await (await client.get("/ui/search?q=secret")).text()
+    client.session.cookie_jar.clear()
+    await signed_in(client, "ops-token")
+    assert re.findall(r">(n-other)</a>", await (await client.get("/ui/search?q=secret")).text())
+
+
 async def test_home_lists_the_most_recently_changed_notes_first_and_pages(client, settings):
     blocks = [make_block(note_id=f"n-{i:02d}", action_time=1669200000.0 + i) for i in range(30)]
     await signed_post(client, make_body(*blocks))

@@ -10,7 +10,7 @@ from aiohttp import web
 from app.errors import BadRequest, NotFound, Unavailable
 from app.keys import READER, RUNNER
 from app.middleware import RETRY_AFTER_S
-from app.queries import history, mentions, notes, params, recent
+from app.queries import history, mentions, notes, params, recent, search
 from app.ui.guard import see_other
 from app.ui.render import page
 from app.ui.session import PATH
@@ -113,3 +113,21 @@ async def mention_feed(request: web.Request) -> web.Response:
         lambda views, log: mentions.mention_feed(views, scope, account, PAGE, cursor)
     )
     return await page(request, "mentions.html", {"account": account, **found})
+
+
+async def search_results(request: web.Request) -> web.Response:
+    """The API's search (app.queries.search), a page at a time; a query with no word to look
+    for is shown back with the reason."""
+    scope = request["scope"]
+    q = request.query.get("q", "")
+    try:
+        terms = search.query_terms(q)
+    except BadRequest as exc:
+        return await page(request, "search.html", {"q": q, "problem": str(exc), "items": [],
+                          "next_cursor": None}, status=400)  # fmt: skip
+    cursor = search.decode(request.query.get("cursor") or None)
+    await ready(request, "search")
+    found = await request.config_dict[READER].query(
+        lambda views, log: search.search_notes(views, scope, terms, PAGE, cursor)
+    )
+    return await page(request, "search.html", {"q": q, "problem": "", **found})
