@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+from app.config import load_settings
+from app.starter import write_starter
 from app.ui.session import Signer, new_session, safe_next
 from app.ui.timeline import field_changes
 from tests import ui_kit
@@ -65,6 +67,23 @@ async def test_the_search_page_finds_words_without_their_accents_within_the_toke
     client.session.cookie_jar.clear()
     await signed_in(client, "ops-token")
     assert re.findall(r">(n-other)</a>", await (await client.get("/ui/search?q=secret")).text())
+
+
+async def test_a_quarantined_item_is_replayed_from_its_page(client, settings):
+    await story(client, settings)
+    await signed_in(client, "ops-token")
+    page = await (await client.get("/ui/quarantine")).text()
+    assert "implausible_time" in page and "Last replay" not in page
+    item = re.search(r'action="(/ui/quarantine/\d+/replay)"', page).group(1)  # type: ignore[union-attr]
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    resp = await client.post(item, data={"csrf": csrf})
+    replayed = await resp.text()
+    assert resp.status == 200 and "?replayed=" in str(resp.url)
+    assert re.search(r'role="status">Last replay: <strong>still_failing</strong>', replayed)
+    client.session.cookie_jar.clear()
+    await signed_in(client, "merchant-token")
+    assert (await client.get("/ui/quarantine")).status == 403
+    assert (await client.post(item, data={"csrf": csrf})).status == 403
 
 
 async def test_home_lists_the_most_recently_changed_notes_first_and_pages(client, settings):
@@ -146,3 +165,10 @@ def test_no_chromium_skips_locally_and_fails_on_ci(monkeypatch, tmp_path, ci, ou
     monkeypatch.setenv("CI", ci)
     with pytest.raises(outcome, match="apt-get install -y chromium"):
         ui_kit.chromium_or_skip()
+
+
+@pytest.mark.backends("sqlite")
+def test_notestore_init_writes_a_session_secret(tmp_path):
+    write_starter(tmp_path / "notestore.toml")
+    settings = load_settings(tmp_path / "notestore.toml")
+    assert settings.session_hours == 12 and len(settings.session_secret or "") >= 32
