@@ -32,7 +32,7 @@ from eventlog.intake import Intake, read_body
 from eventlog.pg_log import APPEND_LOCK, PostgresLogStore
 from eventlog.read import LogEvent
 from eventlog.store import UNSTORABLE, LogStore, SQLiteLogStore
-from eventlog.writer import GroupCommitWriter, LogUnavailable
+from eventlog.writer import CommitTimeout, GroupCommitWriter, LogUnavailable
 from projections.storage import POSTGRESQL, SQLITE, Storage
 from tests import pg
 from tests.helpers import APP_A, encode, make_block, make_body, secret_for, signature, signed_post
@@ -293,6 +293,36 @@ async def test_close_commits_what_it_was_handed_then_refuses_and_closes_the_stor
     assert [e.seq for e in logged(storage)] == [1, 2, 3, 4, 5, 6]
     with pytest.raises((sqlite3.ProgrammingError, psycopg.OperationalError)):
         gated.store.head_seq()  # closed with the writer
+
+
+async def test_a_deadline_withdraws_a_waiting_delivery_and_flags_one_being_committed(
+    storage: Storage,
+) -> None:
+    """Past its deadline, a delivery the writer has not taken is withdrawn (never stored by
+    this writer: its caller may spool it); one the writer is committing may still land.
+    flush() returns once everything handed over before it is settled."""
+    gated = Gated(storage.log_store(writer=True))
+    writer = GroupCommitWriter(gated)
+    taken, waiting = delivery(make_body(make_block())), delivery(make_body(make_block()))
+    try:
+        head = asyncio.ensure_future(writer.append(taken, timeout=0.05))
+        await wait_until(gated.entered.is_set)
+        with pytest.raises(CommitTimeout) as behind:
+            await writer.append(waiting, timeout=0.05)
+        assert behind.value.in_flight is False
+        with pytest.raises(CommitTimeout) as first:
+            await head
+        assert first.value.in_flight is True
+        flushed = asyncio.ensure_future(writer.flush())
+        await asyncio.sleep(0)
+        assert not flushed.done()  # the taken delivery is still at the gate
+        gated.opened.set()
+        await asyncio.wait_for(flushed, 10)
+    finally:
+        gated.opened.set()
+        await asyncio.to_thread(writer.close)
+    assert [message_id(taken)] == [e.message_id for e in logged(storage)]
+    assert [len(b) for b in gated.batches] == [1]
 
 
 # --- the writer's store on each backend ---------------------------------------------------
