@@ -74,7 +74,11 @@ def create(conn: Connection, table: str) -> None:
         )
         conn.execute(f"CREATE INDEX {table}_words ON {table} USING GIN (words)")
     else:  # the rowid is the document's rowid in search_docs
-        conn.execute(f"CREATE VIRTUAL TABLE {table} USING fts5(words, tokenize = 'unicode61')")
+        # the words are folded already: FTS5 only splits them at the spaces
+        conn.execute(
+            f"CREATE VIRTUAL TABLE {table} USING fts5(words,"
+            " tokenize = 'unicode61 remove_diacritics 0')"
+        )
 
 
 def drop_stale(conn: Connection) -> None:
