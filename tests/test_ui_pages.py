@@ -12,7 +12,7 @@ from app.starter import write_starter
 from app.ui.session import Signer, new_session, safe_next
 from app.ui.timeline import field_changes
 from tests import ui_kit
-from tests.helpers import make_block, make_body, settled, signed_post
+from tests.helpers import MERCHANT, make_block, make_body, settled, signed_post
 from tests.ui_kit import OTHER, bodies
 
 pytestmark = pytest.mark.backends("sqlite", "postgresql")
@@ -84,6 +84,27 @@ async def test_a_quarantined_item_is_replayed_from_its_page(client, settings):
     await signed_in(client, "merchant-token")
     assert (await client.get("/ui/quarantine")).status == 403
     assert (await client.post(item, data={"csrf": csrf})).status == 403
+
+
+async def test_a_note_known_only_from_its_comments_shows_its_history_and_thread(client, settings):
+    """As Mobio's samples: the comments name a note whose own events never came."""
+
+    def comment(merchant: str) -> dict:  # type: ignore[type-arg]
+        return make_block("note_comment_create", merchant_id=merchant, event_detail=[
+            {"field_key": "object_id", "add": [f"n-{merchant}"]},
+            {"field_key": "description", "add": [f"said under {merchant}"]}])  # fmt: skip
+
+    theirs = make_body(comment(OTHER))
+    theirs["merchant_id"] = OTHER
+    await signed_post(client, make_body(comment(MERCHANT)))
+    await signed_post(client, theirs)
+    await settled(settings)
+    await signed_in(client, "merchant-token")
+    resp = await client.get(f"/ui/notes/n-{MERCHANT}")
+    page = await resp.text()
+    assert resp.status == 200 and "No event of the note itself has arrived" in page
+    assert "note_comment_create" in page and page.count(f"said under {MERCHANT}") == 2
+    assert (await client.get(f"/ui/notes/n-{OTHER}")).status == 404
 
 
 async def test_home_lists_the_most_recently_changed_notes_first_and_pages(client, settings):

@@ -16,6 +16,7 @@ from app.ui.render import page
 from app.ui.session import PATH
 from app.ui.timeline import timeline
 from eventlog.dbapi import Connection
+from projections.base import merchant_key
 
 PAGE = 25
 
@@ -62,8 +63,17 @@ def _as_of(request: web.Request) -> float | None:
 
 def _note_page(views: Connection, log: Connection, scope: Any, note_id: str,
                merchant: str | None, at: float | None) -> dict[str, Any]:  # fmt: skip
-    note = notes.get_note(views, scope, note_id, merchant)
-    merchant = note["merchant_id"] or ""
+    """The note, its history and thread; a note known only from its comments (no event of the
+    note itself has arrived) is shown with its history and thread and no state."""
+    note: dict[str, Any] | None
+    try:
+        note = notes.get_note(views, scope, note_id, merchant)
+        merchant = note["merchant_id"] or ""
+    except NotFound:
+        note = None  # its history says whether the note id is known at all (else 404)
+    story = history.note_history(views, log, scope, note_id, merchant)
+    if note is None and story["events"]:
+        merchant = merchant_key(story["events"][0]["merchant_id"])
     then: dict[str, Any] | None = None
     if at is not None:
         try:
@@ -71,11 +81,12 @@ def _note_page(views: Connection, log: Connection, scope: Any, note_id: str,
         except NotFound:
             then = None
     return {
+        "note_id": note_id,
         "note": note,
         "merchant": merchant,
         "at": at,
         "then": then,
-        "timeline": timeline(history.note_history(views, log, scope, note_id, merchant)),
+        "timeline": timeline(story),
         "comments": notes.comment_thread(views, scope, note_id, True, merchant)["comments"],
     }
 
