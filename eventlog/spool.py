@@ -100,6 +100,7 @@ class Spool:
         self.max_bytes = max_bytes
         self.conn = open_spool_db(folder)
         self._lock = threading.Lock()
+        self._bytes = spool_stats(self.conn).bytes  # kept as rows come and go: no scan per write
 
     def append(self, deliveries: list[Delivery]) -> list[Outcome]:
         """Keep every delivery durably, in one transaction; or raise (nothing kept)."""
@@ -112,7 +113,7 @@ class Spool:
             for d in deliveries
         ]  # fmt: skip
         with self._lock:
-            if self._size() + incoming > self.max_bytes:
+            if self._bytes + incoming > self.max_bytes:
                 raise SpoolFull(f"the spool holds spool_max_bytes ({self.max_bytes} bytes)")
             with immediate(self.conn):
                 self.conn.executemany(
@@ -120,6 +121,7 @@ class Spool:
                     " merchants, body) VALUES (?, ?, ?, ?, ?, ?)",
                     rows,
                 )
+            self._bytes += incoming
         return [
             Outcome(accepted=len(d.intake.events), quarantined=len(d.intake.rejected))
             for d in deliveries
@@ -140,6 +142,7 @@ class Spool:
             return
         with self._lock, immediate(self.conn):
             self.conn.executemany("DELETE FROM spooled WHERE id = ?", [(i,) for i in ids])
+            self._bytes = spool_stats(self.conn).bytes  # once per drained batch
 
     def failed(self, spool_id: int, error: str) -> int:
         """Count one more failed attempt to drain a delivery; returns its attempts."""
@@ -161,10 +164,6 @@ class Spool:
     def stats(self) -> SpoolStats:
         with self._lock:
             return spool_stats(self.conn)
-
-    def _size(self) -> int:
-        row = self.conn.execute("SELECT coalesce(sum(length(body)), 0) FROM spooled").fetchone()
-        return int(row[0])
 
     def close(self) -> None:
         with self._lock:
