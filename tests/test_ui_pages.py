@@ -8,6 +8,8 @@ import re
 import pytest
 
 from app.config import load_settings
+from app.queries.activity import DAY, events_per_day
+from app.queries.scope import EVERYTHING, Scope
 from app.starter import write_starter
 from app.ui.session import Signer, new_session, safe_next
 from app.ui.timeline import field_changes
@@ -41,6 +43,20 @@ async def test_the_status_chart_counts_only_the_tokens_merchants(client, setting
         page = await (await client.get("/ui/status")).text()
         assert f'<desc id="chart-desc">{counted} events in 30 days' in page, token
         assert page.count('class="bar"') == 30
+
+
+async def test_events_fall_on_the_day_they_were_received_on_either_backend(client, settings):
+    """Late in a day (0.7 of it gone) and early (0.3): days are floored, never rounded."""
+    await signed_post(client, make_body(make_block(), make_block()))
+    log = settings.storage.log_reader()
+    try:
+        (received,) = {row[0] for row in log.execute("SELECT received_at FROM events")}
+        late = events_per_day(log, EVERYTHING, received - 0.7 * DAY)
+        early = events_per_day(log, EVERYTHING, received + 0.3 * DAY)
+        merchant_b = events_per_day(log, Scope(frozenset({OTHER})), received - 0.7 * DAY)
+    finally:
+        log.close()
+    assert (late[-1], sum(late), early[-2], sum(early), sum(merchant_b)) == (2, 2, 2, 2, 0)
 
 
 async def test_the_note_page_shows_the_story_and_the_note_as_of_a_time(client, settings):

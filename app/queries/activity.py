@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from app.queries.scope import Scope
 from eventlog.dbapi import Connection
+from eventlog.pg_conn import PgConnection
 
 DAY = 86_400
 
@@ -13,18 +12,20 @@ DAY = 86_400
 def events_per_day(log: Connection, scope: Scope, today_start: float, days: int = 30) -> list[int]:
     """Counts for the `days` UTC days ending with the one starting at `today_start`, oldest first.
 
-    One statement, a CASE per day: the same SQL on SQLite and PostgreSQL (whose integer
-    casts round where SQLite's truncate).
+    One pass over the events received since the first day, grouped by day number. The log
+    has no index on received_at, so this reads every event's row: ~0.5 s per million on SQLite.
     """
-    starts = [today_start - DAY * (days - 1 - i) for i in range(days)]
-    sums = ", ".join(
-        "coalesce(sum(CASE WHEN received_at >= ? AND received_at < ? THEN 1 ELSE 0 END), 0)"
-        for _ in starts
-    )
-    bounds: list[Any] = [bound for start in starts for bound in (start, start + DAY)]
+    first = today_start - DAY * (days - 1)
+    # the day's number from 0: PostgreSQL's integer cast rounds where SQLite's truncates
+    day = "floor({0})" if isinstance(log, PgConnection) else "CAST({0} AS INTEGER)"
+    number = day.format("(received_at - ?) / 86400")
     where, params = scope.sql()
-    row = log.execute(
-        f"SELECT {sums} FROM events WHERE received_at >= ? AND {where}",
-        (*bounds, starts[0], *params),
-    ).fetchone()
-    return [int(n) for n in row]
+    rows = log.execute(
+        f"SELECT {number} AS n, count(*) FROM events WHERE received_at >= ? AND {where} GROUP BY n",
+        (first, first, *params),
+    ).fetchall()
+    counts = [0] * days
+    for n, count in rows:
+        if 0 <= int(n) < days:
+            counts[int(n)] = int(count)
+    return counts
