@@ -1,21 +1,24 @@
 """`copy-log`: bring a SQLite log into PostgreSQL, verified at both ends, resumable.
 
-One run: the source's tables checked, the target migrated if its schema is missing, the
-source's heads taken, the target checked to be empty or a prefix of the same log
-(eventlog.copy_check), the source's chains and signatures verified, the rows after the
-target's heads copied up to the source's (eventlog.copy_chunks), and the target verified
-with the same code (eventlog.verify), which must reach the source's event head. Re-running
-continues from the target's heads, so each run copies what arrived since the last one.
+One run: the source's tables checked, the source's heads taken, the target checked to be
+empty or a prefix of the same log (eventlog.copy_check), the source's chains and signatures
+verified (eventlog.verify), the target migrated if its schema is missing or behind, and a
+target that is not empty verified; then the rows after the target's heads copied up to the
+source's (eventlog.copy_chunks), and the target verified again with the same code, which
+must reach the source's event head (a run with nothing to copy keeps the first check).
+Re-running continues from the target's heads, so each run copies what arrived since the
+last one.
 Nothing here touches views: they are rebuilt from the log on PostgreSQL.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from eventlog.copy_check import check_prefix, check_source_tables, prepare_target
+from eventlog.copy_check import check_prefix, check_source_tables, migrate_target, target_version
 from eventlog.copy_chunks import (
     CHUNK_ROWS,
     CopyRefused,
@@ -39,6 +42,7 @@ class CopyReport:
     source: VerifyReport
     target: VerifyReport | None = None  # None: the source did not verify, nothing was copied
     reached: Heads | None = None  # the target's heads after the run
+    copy_seconds: float = 0.0  # how long the rows took to copy (the verifications apart)
 
     @property
     def copied(self) -> int:
@@ -67,27 +71,47 @@ def copy_log(
     Raises CopyRefused, with nothing written, for a target holding another log or one that
     does not verify; returns a report whose `ok` is false when a chain does not verify."""
     check_source_tables(source)
-    migrated = prepare_target(target)
+    version = target_version(target)
     end = heads(source)
     head = _event_hash(source, end["events"])
-    start = heads(target)
+    start = heads(target) if version else dict.fromkeys(end, 0)
     if any(start.values()):
         check_prefix(source, target, start, end)
-    report = CopyReport(start, end, migrated, verify_log(
+    report = CopyReport(start, end, False, verify_log(
         source, signer, head, _phase(progress, "verifying the source")
     ))  # fmt: skip
     if not report.source.ok:
         return report
-    if any(start.values()):
-        before = verify_log(target, signer, progress=_phase(progress, "checking the target"))
-        if not before.ok:
-            raise CopyRefused(
-                f"the target's log does not verify (first bad seq {before.events.first_bad},"
-                f" request id {before.requests.first_bad}): not copying into it"
-            )
-    copy_rows(source, target, start, end, rows=rows, progress=progress)
-    report.target = verify_log(target, signer, head, _phase(progress, "verifying the target"))
+    report.migrated = migrate_target(target, version)
+    before = _verified_prefix(target, signer, start, head if start == end else None, progress)
+    if start == end and before is not None:
+        report.target = before  # nothing to copy: the target is what was just verified
+    else:
+        started = time.perf_counter()
+        copy_rows(source, target, start, end, rows=rows, progress=progress)
+        report.copy_seconds = time.perf_counter() - started
+        report.target = verify_log(target, signer, head, _phase(progress, "verifying the target"))
     report.reached = heads(target)
+    return report
+
+
+def _verified_prefix(
+    target: PgConnection,
+    signer: Signer,
+    start: Heads,
+    head: str | None,
+    progress: Progress | None,
+) -> VerifyReport | None:
+    """The target's own verification before anything is added to it (None: it is empty);
+    CopyRefused if it does not verify."""
+    if not any(start.values()):
+        return None
+    report = verify_log(target, signer, head, _phase(progress, "checking the target"))
+    if not report.ok:
+        raise CopyRefused(
+            f"the target's log does not verify (first bad seq {report.events.first_bad},"
+            f" request id {report.requests.first_bad}): not copying into it"
+        )
     return report
 
 

@@ -5,8 +5,8 @@ holds a prefix of the same log.
 A target holds a prefix of the source when no table of it goes past the source's last key
 and
 - requests and events (hash-chained): its last row has the hash the source's row of that
-  key has. With the target's chain verified as well (eventlog.copy_log does), every row
-  before it is then the source's row too;
+  key has. With the target's chain verified as well (eventlog.copy.copy_log does), every
+  row before it is then the source's row too;
 - quarantine and its replays (not chained): every row equals the source's row of that id.
 Anything else is another log, and refused.
 """
@@ -17,7 +17,14 @@ import sqlite3
 from typing import Any
 
 from eventlog import pg_schema
-from eventlog.copy_chunks import TABLES, CopyRefused, Heads, Table
+from eventlog.copy_chunks import (
+    ERASURE_TABLES,
+    TABLES,
+    CopyRefused,
+    Heads,
+    Table,
+    refuse_erasures,
+)
 from eventlog.dbapi import Connection
 from eventlog.pg_conn import PgConnection
 
@@ -37,6 +44,8 @@ def check_source_tables(source: sqlite3.Connection) -> None:
         )
     }
     found -= NOT_THE_LOG
+    refuse_erasures(source)
+    found -= set(ERASURE_TABLES)  # empty: nothing of them to copy
     known = {t.name for t in TABLES}
     if found - known:
         raise CopyRefused(
@@ -49,16 +58,21 @@ def check_source_tables(source: sqlite3.Connection) -> None:
         )
 
 
-def prepare_target(target: PgConnection) -> bool:
-    """Migrate a target whose log schema is missing or behind (as its owner); whether it
-    did. A schema newer than this code's is refused."""
+def target_version(target: PgConnection) -> int:
+    """The target's log schema version (0: none yet); one newer than this code's is refused."""
     at, wanted = pg_schema.version(target.raw), len(pg_schema.MIGRATIONS)
     if at > wanted:
         raise CopyRefused(
             f"the target's log is at schema version {at}, newer than this notestore's"
             f" ({wanted}): copy with the notestore that migrated it"
         )
-    if at == wanted:
+    return at
+
+
+def migrate_target(target: PgConnection, at: int) -> bool:
+    """Create the target's log schema, or bring it up to date (as its owner); whether it
+    had to."""
+    if at == len(pg_schema.MIGRATIONS):
         return False
     pg_schema.migrate(target.raw)
     return True
@@ -67,6 +81,9 @@ def prepare_target(target: PgConnection) -> bool:
 def check_prefix(source: sqlite3.Connection, target: PgConnection, at: Heads, end: Heads) -> None:
     """Refuse a target that is not a prefix of the source (`at`: its heads; `end`: the
     source's)."""
+    for table in ERASURE_TABLES:  # the source holds none (check_source_tables)
+        if _holds_rows(target, table):
+            raise CopyRefused(f"the target holds another log: its {table} hold rows")
     for t in TABLES:
         mine, theirs = at[t.name], end[t.name]
         if mine > theirs:
@@ -78,6 +95,14 @@ def check_prefix(source: sqlite3.Connection, target: PgConnection, at: Heads, en
             _same_hash(source, target, t, mine)
         elif mine:
             _same_rows(source, target, t, mine)
+
+
+def _holds_rows(target: PgConnection, table: str) -> bool:
+    row = target.execute("SELECT to_regclass(?) IS NOT NULL", (table,)).fetchone()
+    if not (row and row[0]):
+        return False
+    row = target.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()
+    return bool(row and row[0])
 
 
 def _hash_at(conn: Connection, t: Table, key: int) -> str | None:

@@ -61,6 +61,14 @@ TABLES: tuple[Table, ...] = (
 )  # fmt: skip
 assert {t.name for t in TABLES} == set(pg_schema.LOG_TABLES)
 
+# Tables of the log not copied yet: erasures (eventlog.erase) and the rows that record them.
+# An erasure redacts rows in place, which a copy would have to carry to the rows it copied
+# before; until it does, a log holding an erasure is refused (eventlog.copy_check), and a
+# chunk whose snapshot holds one stops the run before writing anything of it: every row
+# read before was read unredacted, so the target stays a verified prefix of the log as it
+# was before the erasure.
+ERASURE_TABLES: tuple[str, ...] = ("erasures", "erased_rows", "tombstones")
+
 Heads = dict[str, int]  # table -> the last key copied (0: none)
 Chunk = dict[str, list[tuple[Any, ...]]]
 # (phase, done, total): phases are "verifying the source", "checking the target",
@@ -93,6 +101,7 @@ def read_chunk(source: sqlite3.Connection, start: Heads, end: Heads, rows: int) 
     chunk: Chunk = {}
     source.execute("BEGIN")  # deferred: a read transaction, never the write lock
     try:
+        refuse_erasures(source)
         for t in TABLES:
             found = source.execute(
                 f"SELECT {', '.join(t.columns)} FROM {t.name}"
@@ -107,6 +116,18 @@ def read_chunk(source: sqlite3.Connection, start: Heads, end: Heads, rows: int) 
     finally:
         source.execute("COMMIT")
     return chunk
+
+
+def refuse_erasures(source: sqlite3.Connection) -> None:
+    """CopyRefused if the SQLite log holds an erasure (see ERASURE_TABLES)."""
+    exists = source.execute(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'erasures'"
+    ).fetchone()[0]
+    if exists and source.execute("SELECT EXISTS (SELECT 1 FROM erasures)").fetchone()[0]:
+        raise CopyRefused(
+            "the SQLite log holds erasures, which this copy-log cannot carry to PostgreSQL"
+            " yet (it would have to redact rows it already copied)"
+        )
 
 
 def _with_parents(rows: list[tuple[Any, ...]], at: int, bound: int) -> list[tuple[Any, ...]]:

@@ -124,7 +124,12 @@ def print_copy_report(report: CopyReport, url: str) -> None:
         for t in TABLES
         if report.end[t.name] > report.start[t.name]
     )
-    print(f"copied {report.copied} rows" + (f" ({copied})" if copied else ": nothing new"))
+    if copied:
+        rate = report.copied / max(report.copy_seconds, 1e-9)
+        print(f"copied {report.copied} rows ({copied}) in {report.copy_seconds:.1f} s"
+              f" ({rate:,.0f} rows/s)")  # fmt: skip
+    else:
+        print("copied 0 rows: nothing new")
     target = report.target
     assert target is not None
     print(
