@@ -5,6 +5,7 @@ target holding another log refused and left as it was."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import sqlite3
 import threading
@@ -18,7 +19,9 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from rich.console import Console
 
+from app.commands.copy_log import shown_progress
 from app.commands.operations import signer_for
 from app.config import Settings, fingerprint
 from app.signing import SIGNATURE_HEADER
@@ -457,3 +460,16 @@ def test_an_unreachable_target_is_one_line_without_its_password(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert password not in done.stdout + done.stderr
     assert "postgresql://owner:***@127.0.0.1" in done.stderr and "cannot be used" in done.stderr
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_off_one(capsys):
+    shown = io.StringIO()
+    with shown_progress(Console(file=shown, force_terminal=True, width=100)) as progress:
+        progress("copying", 5000, 10000)
+        progress("copying", 10000, 10000)
+    assert "copying" in shown.getvalue() and "━" in shown.getvalue()
+    assert "10000/10000" in shown.getvalue()
+    with shown_progress(Console(file=io.StringIO(), force_terminal=False)) as progress:
+        for done in range(0, 10001, 1000):  # within PLAIN_EVERY_S: the first and the last
+            progress("copying", done, 10000)
+    assert capsys.readouterr().out == "copying: 0 of 10,000\ncopying: 10,000 of 10,000\n"
