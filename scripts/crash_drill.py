@@ -5,9 +5,11 @@ Afterwards every delivery answered 200 must be in the log exactly once, the hash
 chain must verify, and after a restart every view must equal a from-scratch rebuild.
 Cases: `kill` (SQLite), `outage` (the log held by another process so deliveries go to
 the spool, then SIGKILL while it holds them), `two-instances` (two serve on one
-throwaway PostgreSQL, the server restarted mid-burst, one instance SIGKILLed).
+throwaway PostgreSQL, the server restarted mid-burst, one instance SIGKILLed), `copy-log`
+(the migration: copy-log into a throwaway PostgreSQL SIGKILLed beside a receiving serve,
+the last copy with serve stopped, then serve on PostgreSQL).
 
-    python scripts/crash_drill.py [--case kill|outage|two-instances] [--rounds 5] [--clients 32]
+    python scripts/crash_drill.py [--case kill|outage|two-instances|copy-log] [--rounds 5]
 Prints its result; exits 1 on any failure.
 """
 
@@ -19,6 +21,7 @@ import contextlib
 import json
 import random
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -96,6 +100,66 @@ async def two_instances_round(
         server.stop()
 
 
+async def copy_round(
+    server: Server, clients: int, acked: list[str], config: Path, url: str
+) -> None:
+    """Load; `copy-log` into PostgreSQL started beside serve and SIGKILLed at a random
+    moment; then serve stopped."""
+    async with _load([server], clients, acked):
+        await asyncio.sleep(random.uniform(0.3, 1.0))
+        copying = subprocess.Popen(
+            [sys.executable, "-m", "app", "copy-log", "--to", url, "--chunk-rows", "100",
+             "--config", str(config)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        # killed once it has copied something (or has finished), a little later
+        held = await asyncio.to_thread(_events_in, url)
+        while copying.poll() is None and await asyncio.to_thread(_events_in, url) == held:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(random.uniform(0, 0.3))
+        copying.kill()
+        copying.wait()
+    server.stop()
+
+
+def _events_in(url: str) -> int:
+    """How many events the PostgreSQL log holds (0 before it has a schema)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass('events') IS NOT NULL").fetchone()
+        if not (exists and exists[0]):
+            return 0
+        found = conn.execute("SELECT count(*) FROM events").fetchone()
+    return int(found[0]) if found else 0
+
+
+def copy_log_case(folder: Path, rounds: int, clients: int, acked: list[str]) -> list[str]:
+    """Rounds of copy-log killed beside a receiving serve on SQLite; then, serve stopped,
+    the last copy-log, and serve on PostgreSQL checked as every case is."""
+    failures: list[str] = []
+    cluster = _start_cluster()
+    try:
+        config = write_config(folder, SECRETS, log_commit_timeout_ms=300)
+        for number in range(1, rounds + 1):
+            before = len(acked)
+            server = Server(config).start()
+            asyncio.run(copy_round(server, clients, acked, config, cluster.admin_url))
+            copied = _events_in(cluster.admin_url)
+            print(f"round {number}: {len(acked) - before} events acknowledged; copy-log"
+                  f" SIGKILLed, {copied} events in PostgreSQL")  # fmt: skip
+        with Server(config):  # what a round left in the spool drains into the SQLite log
+            wait_until(lambda: spool_empty(folder / "data"), "the spool drained")
+        last = notestore(config, "copy-log", "--to", cluster.admin_url)
+        print("\n".join(line for line in last.stdout.splitlines() if line.startswith("copied")))
+        if last.returncode != 0:
+            failures.append(f"the last copy-log exited {last.returncode}: {last.stderr.strip()}")
+        (folder / "pg").mkdir()
+        pg_config = write_config(folder / "pg", SECRETS, database_url=cluster.admin_url)
+        check([pg_config], Storage(folder / "pg" / "data", cluster.admin_url), acked, failures)
+    finally:
+        _stop_cluster(cluster)
+    return failures
+
+
 @contextlib.asynccontextmanager
 async def _load(servers: list[Server], clients: int, acked: list[str]) -> AsyncIterator[None]:
     stop = asyncio.Event()
@@ -155,7 +219,7 @@ def check(configs: list[Path], storage: Storage, acked: list[str], failures: lis
         failures.append(f"a view differs from a rebuild: {exc}")
 
 
-CASES = ("kill", "outage", "two-instances")
+CASES = ("kill", "outage", "two-instances", "copy-log")
 
 
 def main() -> int:
@@ -166,7 +230,9 @@ def main() -> int:
         "--case", choices=CASES, default="kill",
         help="kill: SIGKILL under load (SQLite); outage: the log held by another process, then"
         " SIGKILL with the spool holding deliveries (SQLite); two-instances: two serve on one"
-        " throwaway PostgreSQL, the server restarted mid-burst and one instance killed",
+        " throwaway PostgreSQL, the server restarted mid-burst and one instance killed;"
+        " copy-log: copy-log into a throwaway PostgreSQL SIGKILLed beside a receiving serve,"
+        " then run to the end with serve stopped, and serve started on PostgreSQL",
     )  # fmt: skip
     parser.add_argument(
         "--keep", type=Path, metavar="DIR", help="keep the drill's config and data in DIR"
@@ -181,7 +247,9 @@ def main() -> int:
         else tempfile.TemporaryDirectory() as folder
     ):
         acked: list[str] = []
-        if args.case == "two-instances":
+        if args.case == "copy-log":
+            failures += copy_log_case(Path(folder), args.rounds, args.clients, acked)
+        elif args.case == "two-instances":
             cluster = _start_cluster()
             try:
                 configs = []
