@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app.keys import METRICS, READER, SETTINGS
+from eventlog.append import Outcome
 from eventlog.db import file_sizes
 from eventlog.dbapi import Connection
 from eventlog.models import KNOWN_EVENTS
@@ -77,6 +78,14 @@ class Metrics:
             self._blocks["duplicate"].inc(duplicates)
         if quarantined:
             self._blocks["quarantined"].inc(quarantined)
+
+    def count_outcome(self, outcome: Outcome) -> None:
+        """A delivery's blocks, quarantine reasons and event types, once in the log."""
+        self.count_blocks(outcome.accepted, outcome.duplicates, outcome.quarantined)
+        for reason in outcome.reasons:
+            self.quarantined.labels(reason).inc()
+        for event_type in outcome.event_types:
+            self.event_of_type(event_type).inc()
 
     def event_of_type(self, event_type: str) -> Counter:
         # unknown types share one label, so signed-but-odd input cannot grow the series

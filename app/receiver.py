@@ -11,11 +11,10 @@ from app import spooling
 from app.config import fingerprint
 from app.errors import PayloadTooLarge, Unauthorized, Unavailable
 from app.keys import METRICS, SETTINGS, WRITER
-from app.metrics import Metrics
 from app.middleware import json_response
 from app.signing import SIGNATURE_HEADER, match_secret
 from app.spooling import DRAINER
-from eventlog.append import Delivery, Outcome
+from eventlog.append import Delivery
 from eventlog.intake import read_body
 from eventlog.writer import LogUnavailable
 
@@ -67,14 +66,6 @@ async def receive(request: web.Request) -> web.Response:
     return response
 
 
-def _count(metrics: Metrics, outcome: Outcome) -> None:
-    metrics.count_blocks(outcome.accepted, outcome.duplicates, outcome.quarantined)
-    for reason in outcome.reasons:
-        metrics.quarantined.labels(reason).inc()
-    for event_type in outcome.event_types:
-        metrics.event_of_type(event_type).inc()
-
-
 async def _receive(request: web.Request, started: float) -> web.Response:
     settings = request.app[SETTINGS]
     body = await read_limited(request, settings.max_body_bytes)
@@ -98,11 +89,13 @@ async def _receive(request: web.Request, started: float) -> web.Response:
         return json_response(await spooling.keep(request, delivery, None))
     try:
         outcome = await request.app[WRITER].append(
-            delivery, settings.log_commit_timeout_ms / 1000
+            delivery,
+            settings.log_commit_timeout_ms / 1000,
+            on_late=request.app[METRICS].count_outcome,  # stored after all: counted then
         )
     except LogUnavailable as exc:  # failed, or not in time: the spool keeps it
         return json_response(await spooling.keep(request, delivery, str(exc)))
-    _count(request.app[METRICS], outcome)
+    request.app[METRICS].count_outcome(outcome)
     log.info(
         "delivery",
         request_id=intake.request_id,

@@ -19,7 +19,7 @@ from prometheus_client import Counter, Gauge
 from app.errors import NotestoreError, Unavailable
 from app.keys import METRICS, SETTINGS, WRITER
 from app.lock import try_lock
-from eventlog.append import Delivery, Outcome
+from eventlog.append import Delivery
 from eventlog.drain import Drainer
 from eventlog.spool import Spool
 from eventlog.writer import GroupCommitWriter, LogUnavailable
@@ -76,17 +76,13 @@ def install(app: web.Application) -> None:
             )
         spool = await asyncio.to_thread(Spool, folder, settings.spool_max_bytes)
         app[SPOOL_WRITER] = GroupCommitWriter(spool, label="spool")
-        metrics = app[METRICS]
-
-        def drained(outcome: Outcome) -> None:  # duplicates and conflicts are known now
-            metrics.count_blocks(0, outcome.duplicates, 0)
-
         drainer = Drainer(
             spool,
             app[WRITER],
             settings.storage.log_store,
             settings.log_commit_timeout_ms / 1000,
-            on_drained=drained,
+            # its blocks are counted once in the log: duplicates and conflicts are known then
+            on_drained=app[METRICS].count_outcome,
         )
         app[DRAINER] = drainer
         stop = asyncio.Event()

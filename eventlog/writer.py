@@ -62,13 +62,14 @@ class _Item:
     """A delivery waiting for the writer; withdrawn by a caller that gave up before it was
     taken, so a caller that moves on (to the spool) knows the writer will not store it."""
 
-    __slots__ = ("delivery", "loop", "done", "state")
+    __slots__ = ("delivery", "loop", "done", "state", "late")
 
     def __init__(
         self, delivery: Delivery | None, loop: asyncio.AbstractEventLoop, done: Done
     ) -> None:
         self.delivery, self.loop, self.done = delivery, loop, done
         self.state = "queued"  # then "taken" or "withdrawn", under the writer's claim lock
+        self.late: Callable[[Outcome], None] | None = None  # told the outcome nobody awaits
 
 
 class GroupCommitWriter:
@@ -96,14 +97,22 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
 
-    async def append(self, delivery: Delivery, timeout: float | None = None) -> Outcome:
+    async def append(
+        self,
+        delivery: Delivery,
+        timeout: float | None = None,
+        on_late: Callable[[Outcome], None] | None = None,
+    ) -> Outcome:
         """The delivery's outcome once committed; LogUnavailable if the store failed, and
-        CommitTimeout (a LogUnavailable) if `timeout` seconds passed first."""
+        CommitTimeout (a LogUnavailable) if `timeout` seconds passed first. A delivery the
+        writer was already committing at the deadline may still be stored: `on_late` is
+        then called (on the event loop) with its outcome."""
         if self._stopping.is_set():
             raise LogUnavailable("the log is shutting down")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
-        item = _Item(delivery, loop, functools.partial(_settle_future, future))
+        item = _Item(delivery, loop, _nobody)
+        item.done = functools.partial(_settle_item, item, future)
         self._queue.put(item)
         if timeout is None:
             return await future
@@ -115,6 +124,7 @@ class GroupCommitWriter:
             with self._claims:
                 in_flight = item.state == "taken"
                 item.state = "taken" if in_flight else "withdrawn"
+            item.late = on_late  # read on this same loop when the outcome comes back
             raise CommitTimeout(
                 f"not committed within {timeout * 1000:.0f} ms", in_flight
             ) from None
@@ -229,6 +239,18 @@ def _resolve(pairs: list[tuple[Done, Outcome | Exception]]) -> None:
             done(result)
         except Exception:  # one bad callback must not leave the rest of the batch unanswered
             log.exception("log_writer_callback_failed")
+
+
+def _nobody(result: Outcome | Exception) -> None:
+    """A placeholder until the item's own callback is set."""
+
+
+def _settle_item(
+    item: _Item, future: asyncio.Future[Outcome], result: Outcome | Exception
+) -> None:
+    if future.done() and item.late is not None and isinstance(result, Outcome):
+        item.late(result)  # committed after its caller gave up on it
+    _settle_future(future, result)
 
 
 def _settle_future(future: asyncio.Future[Outcome], result: Outcome | Exception) -> None:

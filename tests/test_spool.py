@@ -103,6 +103,9 @@ async def test_deliveries_the_log_cannot_take_in_time_are_spooled_then_drained_i
         assert sent <= at < released
     assert log_rows(settings, "SELECT count(*) FROM requests") == [(7,)]
     await wait_for(lambda: _health_ok(client), 15, "healthz ok again")
+    metrics = await (await client.get("/metrics")).text()  # blocks counted once in the log
+    assert 'notestore_blocks_total{outcome="accepted"} 7.0' in metrics
+    assert "notestore_deliveries_spooled_total 6.0" in metrics
 
 
 async def _health_ok(client: TestClient) -> bool:  # type: ignore[type-arg]

@@ -305,7 +305,8 @@ async def test_a_deadline_withdraws_a_waiting_delivery_and_flags_one_being_commi
     writer = GroupCommitWriter(gated)
     taken, waiting = delivery(make_body(make_block())), delivery(make_body(make_block()))
     try:
-        head = asyncio.ensure_future(writer.append(taken, timeout=0.05))
+        late: list[Outcome] = []
+        head = asyncio.ensure_future(writer.append(taken, timeout=0.05, on_late=late.append))
         await wait_until(gated.entered.is_set)
         with pytest.raises(CommitTimeout) as behind:
             await writer.append(waiting, timeout=0.05)
@@ -318,6 +319,7 @@ async def test_a_deadline_withdraws_a_waiting_delivery_and_flags_one_being_commi
         assert not flushed.done()  # the taken delivery is still at the gate
         gated.opened.set()
         await asyncio.wait_for(flushed, 10)
+        assert [o.accepted for o in late] == [1]  # its outcome, to whoever asked for it
     finally:
         gated.opened.set()
         await asyncio.to_thread(writer.close)
