@@ -2,10 +2,9 @@
 
 A common word can match every note, so only the best candidates are ranked: matches are
 taken newest first (by last change, then note id and merchant, as the search view keeps
-them), CHUNK at a time, and each chunk is ranked by relevance (FTS5's bm25 on SQLite,
-ts_rank on PostgreSQL: the order within a chunk may differ between backends, the set of
-matches and the chunks cannot). A cursor names the chunk (the candidate before it) and how
-far into its ranking the last page went.
+them), CHUNK at a time (app/queries/search_match.py), and each chunk is ranked by relevance
+(app/queries/search_rank.py: BM25 in Python, so both backends rank alike). A cursor names
+the chunk (the candidate before it) and how far into its ranking the last page went.
 """
 
 from __future__ import annotations
@@ -21,6 +20,8 @@ import psycopg
 from app.errors import BadRequest
 from app.queries.params import encode_cursor
 from app.queries.scope import Scope
+from app.queries.search_match import DENSE, Boundary, Matcher
+from app.queries.search_rank import ranked, weights
 from app.queries.snippet import snippet
 from eventlog.canonical import loads_strict
 from eventlog.dbapi import Connection
@@ -29,7 +30,6 @@ from projections.textfold import words
 
 MAX_QUERY, MAX_TERMS = 500, 16
 CHUNK = 200  # candidates ranked together: the cost of a page whatever the number of matches
-Boundary = tuple[float, str, str]  # (last_action_time, note_id, merchant): after it, older
 SearchCursor = tuple[Boundary | None, int]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -70,56 +70,6 @@ def decode(value: str | None) -> SearchCursor:
         raise BadRequest("cursor is not one this server gave out") from None
 
 
-def _candidates(
-    views: Connection, table: str, terms: list[str], scope: Scope, after: Boundary | None
-) -> list[tuple[float, str, str, int | None]]:
-    """Up to CHUNK + 1 matches after `after`, newest first: (time, note, merchant, rowid)."""
-    where, params = scope.sql("d.merchant_id")
-    if after is not None:
-        where += " AND (d.last_action_time, d.note_id, d.merchant_id) < (?, ?, ?)"
-        params = (*params, *after)
-    if search_index.is_postgresql(views):
-        source = (f"{table} w JOIN search_docs d USING (merchant_id, note_id)"
-                  " WHERE w.words @@ plainto_tsquery('simple', ?)")  # fmt: skip
-        rowid, match = "NULL", " ".join(terms)
-    else:
-        source = (f"{table} CROSS JOIN search_docs d ON d.rowid = {table}.rowid"
-                  f" WHERE {table} MATCH ?")  # fmt: skip
-        rowid, match = "d.rowid", search_index.fts5_query(terms)
-    rows = views.execute(
-        f"SELECT d.last_action_time, d.note_id, d.merchant_id, {rowid} FROM {source}"
-        f" AND {where} ORDER BY d.last_action_time DESC, d.note_id DESC, d.merchant_id DESC"
-        " LIMIT ?",
-        (match, *params, CHUNK + 1),
-    ).fetchall()
-    return [tuple(row) for row in rows]
-
-
-def _ranked(
-    views: Connection, table: str, terms: list[str], chunk: list[tuple[float, str, str, Any]]
-) -> list[tuple[str, str]]:
-    """The chunk's (merchant, note) best first; ties by note id, then merchant."""
-    marks = ", ".join("?" * len(chunk))
-    scores: dict[tuple[str, str], float] = {}
-    if search_index.is_postgresql(views):
-        rows = views.execute(
-            f"SELECT merchant_id, note_id, ts_rank(words, plainto_tsquery('simple', ?))"
-            f" FROM {table} WHERE note_id IN ({marks})",
-            (" ".join(terms), *[c[1] for c in chunk]),
-        )
-        scores = {(m, n): float(s) for m, n, s in rows}
-    else:
-        by_rowid = {c[3]: (c[2], c[1]) for c in chunk}
-        rows = views.execute(
-            f"SELECT rowid, -bm25({table}) FROM {table} WHERE {table} MATCH ?"
-            f" AND rowid IN ({marks})",
-            (search_index.fts5_query(terms), *by_rowid),
-        )
-        scores = {by_rowid[r]: float(s) for r, s in rows}
-    keys = [(c[2], c[1]) for c in chunk]
-    return sorted(keys, key=lambda k: (-scores.get(k, 0.0), k[1], k[0]))
-
-
 def _live_table(views: Connection) -> str | None:
     gen = search_index.generation(views, "")
     if gen is None:
@@ -152,20 +102,24 @@ def _page(
     views: Connection, table: str, terms: list[str], scope: Scope, limit: int,
     cursor: SearchCursor,
 ) -> tuple[list[tuple[str, str]], SearchCursor | None]:  # fmt: skip
+    matcher = Matcher(views, table, terms)
+    weight = weights({t: matcher.count([t]) for t in terms}, DENSE + 1) if len(terms) > 1 else {
+        terms[0]: 1.0
+    }  # fmt: skip
     boundary, offset = cursor
     keys: list[tuple[str, str]] = []
     while True:
-        rows = _candidates(views, table, terms, scope, boundary)
+        rows = matcher.newest(scope, boundary, CHUNK + 1)
         chunk, more = rows[:CHUNK], len(rows) > CHUNK
-        ranked = _ranked(views, table, terms, chunk) if chunk else []
-        taken = ranked[offset : offset + limit - len(keys)]
+        best = ranked(views, [(merchant, note_id) for _, note_id, merchant in chunk], weight)
+        taken = best[offset : offset + limit - len(keys)]
         keys += taken
-        left = len(ranked) - offset - len(taken)
+        left = len(best) - offset - len(taken)
         if len(keys) == limit and left > 0:
             return keys, (boundary, offset + len(taken))
         if not more:
             return keys, None
-        boundary, offset = chunk[-1][:3], 0
+        boundary, offset = chunk[-1], 0
         if len(keys) == limit:
             return keys, (boundary, 0)
 
