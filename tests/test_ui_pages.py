@@ -4,13 +4,17 @@ answer them on SQLite and PostgreSQL; plus the pieces the pages are made of."""
 from __future__ import annotations
 
 import re
+import ssl
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from app.config import load_settings
 from app.queries.activity import DAY, events_per_day
 from app.queries.scope import EVERYTHING, Scope
 from app.starter import write_starter
+from app.ui.guard import set_cookie
 from app.ui.session import Signer, new_session, safe_next
 from app.ui.timeline import field_changes
 from tests import ui_kit
@@ -209,3 +213,17 @@ def test_notestore_init_writes_a_session_secret(tmp_path):
     write_starter(tmp_path / "notestore.toml")
     settings = load_settings(tmp_path / "notestore.toml")
     assert settings.session_hours == 12 and len(settings.session_secret or "") >= 32
+
+
+@pytest.mark.backends("sqlite")
+@pytest.mark.parametrize("https", [False, True])
+def test_the_session_cookie_is_secure_exactly_when_served_over_https(https):
+    request = make_mocked_request(
+        "GET", "/ui/", sslcontext=ssl.create_default_context() if https else None
+    )
+    response = web.Response()
+    set_cookie(request, response, "notestore_session", "value", 60)
+    morsel = response.cookies["notestore_session"]
+    assert (bool(morsel["secure"]), morsel["httponly"], morsel["samesite"], morsel["path"]) == (
+        https, True, "Strict", "/ui",
+    )  # fmt: skip

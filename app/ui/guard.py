@@ -94,7 +94,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def _set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str,
+def set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str,
                 max_age: int) -> None:  # fmt: skip
     response.set_cookie(
         name, value, max_age=max_age, path=PATH, httponly=True, samesite="Strict",
@@ -114,7 +114,7 @@ async def login_form(request: web.Request, problem: str = "", status: int = 200)
         "problem": problem,
     }
     response = await page(request, "login.html", context, status=status)
-    _set_cookie(request, response, LOGIN_COOKIE, nonce, 1800)
+    set_cookie(request, response, LOGIN_COOKIE, nonce, 1800)
     return response
 
 
@@ -128,7 +128,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return await login_form(request, "That token is not configured.", status=401)
     session = new_session(token, settings.session_hours)
     response = see_other(safe_next(form.get("next")))
-    _set_cookie(
+    set_cookie(
         request, response, COOKIE, signer.cookie(session), int(settings.session_hours * 3600)
     )
     response.del_cookie(LOGIN_COOKIE, path=PATH)
