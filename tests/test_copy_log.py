@@ -38,12 +38,14 @@ from eventlog.verify import verify_log
 from projections.registry import all_projectors
 from projections.storage import Storage
 from tests import pg
+from tests import test_cli_postgres as cli_postgres
 from tests.helpers import ROOT, SECRETS, make_block, make_body, secret_for, signature
 from tests.ops_kit import Backend, hold_as_if_rejected, notestore
 from tests.server import Server, write_config
-from tests.views_kit import Views
+from tests.views_kit import Views, append_bodies
 
 pg_server, pg_database, pg_url = pg.pg_server, pg.pg_database, pg.pg_url
+two_roles = cli_postgres.two_roles
 
 _spec = importlib.util.spec_from_file_location("workload", ROOT / "scripts" / "workload.py")
 assert _spec is not None and _spec.loader is not None
@@ -473,3 +475,28 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_off_one(capsys):
         for done in range(0, 10001, 1000):  # within PLAIN_EVERY_S: the first and the last
             progress("copying", done, 10000)
     assert capsys.readouterr().out == "copying: 0 of 10,000\ncopying: 10,000 of 10,000\n"
+
+
+def test_copy_log_writes_as_the_owner_and_the_service_role_then_serves_the_copy(
+    tmp_path, two_roles
+):
+    """The service role cannot copy (one line naming the owner, no password shown); the
+    owner can, and `migrate --service-role` then lets the service role append after the
+    copied rows, quarantine included (it draws from the sequences copy-log moved)."""
+    owner_url, service_url, service = two_roles
+    data = tmp_path / "data"
+    build_log(data, 300)
+    config = write_config(tmp_path, SECRETS)
+    with psycopg.connect(owner_url, autocommit=True) as owner:
+        pg_schema.migrate(owner, service=service)
+    refused = notestore(config, "copy-log", "--to", service_url)
+    assert refused.returncode == 2 and "owner" in refused.stderr, refused.stderr
+    assert "service-Pa55" not in refused.stdout + refused.stderr
+    done = copied(config, owner_url)
+    assert "owner-Pa55" not in done.stdout + done.stderr
+    end = heads_at(source_of(data))
+    bad = {"message_id": str(uuid.uuid4()), "event_type": "?"}
+    append_bodies(Storage(tmp_path / "pg-data", service_url), [make_body(make_block(), bad)])
+    after = heads_at(target_of(service_url))
+    assert after["events"] == end["events"] + 1 and after["quarantine"] == end["quarantine"] + 1
+    assert verifies(target_of(service_url))
