@@ -68,8 +68,10 @@ def copy_log(
 ) -> CopyReport:
     """Copy what the target lacks of the source's log (see the module's docstring).
 
-    Raises CopyRefused, with nothing written, for a target holding another log or one that
-    does not verify; returns a report whose `ok` is false when a chain does not verify."""
+    Raises CopyRefused for a target holding another log or one that does not verify, with
+    nothing written (and for an erasure recorded mid-run, after whole chunks: see
+    CopyRefused.written); returns a report whose `ok` is false when a chain does not
+    verify."""
     check_source_tables(source)
     version = target_version(target)
     end = heads(source)

@@ -79,7 +79,12 @@ CHUNK_ROWS = 5000
 
 class CopyRefused(Exception):
     """The copy cannot go ahead (the target holds another log, the source a table this code
-    does not know); nothing was written."""
+    does not know or an erasure). `written`: whole chunks were copied before it stopped
+    (the target then holds a prefix of the log); else nothing was written."""
+
+    def __init__(self, message: str, *, written: bool = False) -> None:
+        super().__init__(message)
+        self.written = written
 
 
 def heads(conn: Connection) -> Heads:
@@ -175,11 +180,18 @@ def copy_rows(
     """Copy every row after `start` up to `end`, chunk by chunk; the heads reached."""
     at, total = dict(start), rows_between(start, end)
     while at != end:
-        chunk = read_chunk(source, at, end, rows)
-        reached = reached_by(at, chunk)
-        if reached == at:  # the source lost rows under `end`: an append-only log cannot
-            raise CopyRefused(f"the source holds no rows after {at} up to {end}")
-        write_chunk(target, chunk, at)
+        try:
+            chunk = read_chunk(source, at, end, rows)
+            reached = reached_by(at, chunk)
+            if reached == at:  # the source lost rows under `end`: an append-only log cannot
+                raise CopyRefused(f"the source holds no rows after {at} up to {end}")
+            write_chunk(target, chunk, at)
+        except CopyRefused as exc:
+            if at == start:
+                raise
+            raise CopyRefused(
+                f"{exc}; stopped once the target held the rows up to {at}", written=True
+            ) from None
         at = reached
         if progress is not None:
             progress("copying", rows_between(start, at), total)

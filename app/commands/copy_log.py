@@ -78,7 +78,8 @@ def copy_log_command(args: argparse.Namespace) -> int:
         finally:
             target.close()
     except CopyRefused as exc:
-        print(f"notestore copy-log: {exc}; the target was left as it was", file=sys.stderr)
+        left = "" if exc.written else "; the target was left as it was"
+        print(f"notestore copy-log: {exc}{left}", file=sys.stderr)
         return REFUSED
     except psycopg.Error as exc:
         raise NotestoreError(_database_problem(exc, url)) from None
