@@ -16,7 +16,7 @@ from app.queries.scope import EVERYTHING, Scope
 from app.starter import write_starter
 from app.ui.guard import set_cookie
 from app.ui.session import Signer, new_session, safe_next
-from app.ui.timeline import field_changes
+from app.ui.timeline import around_the_change, field_changes
 from tests import ui_kit
 from tests.helpers import MERCHANT, make_block, make_body, settled, signed_post
 from tests.ui_kit import OTHER, bodies
@@ -227,3 +227,16 @@ def test_the_session_cookie_is_secure_exactly_when_served_over_https(https):
     assert (bool(morsel["secure"]), morsel["httponly"], morsel["samesite"], morsel["path"]) == (
         https, True, "Strict", "/ui",
     )  # fmt: skip
+
+
+@pytest.mark.backends("sqlite")
+def test_a_long_text_changed_is_shown_around_what_changed():
+    before, after = "a" * 300 + " old " + "z" * 300, "a" * 300 + " new words " + "z" * 300
+    assert around_the_change(before, after) == (
+        # 60 characters kept either side of what differs, the shared spaces among them
+        "…" + "a" * 59 + " old " + "z" * 59 + "…",
+        "…" + "a" * 59 + " new words " + "z" * 59 + "…",
+    )
+    assert around_the_change("short", "text") == ("short", "text")
+    assert around_the_change("x" * 300, "x" * 300 + "y") == ("…" + "x" * 60, "…" + "x" * 60 + "y")
+    assert around_the_change(None, "x" * 300) == (None, "x" * 300)

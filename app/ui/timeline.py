@@ -50,8 +50,33 @@ def field_changes(event_type: str, changes: Any) -> list[Change]:
                 change.added += _missing(after, before)
                 change.removed += _missing(before, after)
             else:
-                change.changed.append((pair.get("from"), pair.get("to")))
+                change.changed.append(around_the_change(pair.get("from"), pair.get("to")))
     return [c for c in by_field.values() if c.added or c.removed or c.changed or c.last_values]
+
+
+LONG, CONTEXT = 240, 60  # characters
+
+
+def around_the_change(before: Any, after: Any) -> tuple[Any, Any]:
+    """Two long texts cut to what differs between them, with CONTEXT characters around it
+    and … where text was left out (the note as it was then shows them whole)."""
+    if (
+        not (isinstance(before, str) and isinstance(after, str))
+        or max(len(before), len(after)) <= LONG
+    ):
+        return before, after
+    shortest = min(len(before), len(after))
+    prefix = next((i for i in range(shortest) if before[i] != after[i]), shortest)
+    suffix = 0
+    while suffix < shortest - prefix and before[-1 - suffix] == after[-1 - suffix]:
+        suffix += 1
+    start, keep_end = max(0, prefix - CONTEXT), max(0, suffix - CONTEXT)
+
+    def cut(text: str) -> str:
+        end = len(text) - keep_end
+        return ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
+
+    return cut(before), cut(after)
 
 
 def _missing(elements: list[Any], other: list[Any]) -> list[Any]:
