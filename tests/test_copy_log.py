@@ -29,7 +29,8 @@ from eventlog import pg_schema
 from eventlog.append import Delivery, append_deliveries
 from eventlog.backup import backup
 from eventlog.copy import CopyRefused, copy_log
-from eventlog.copy_chunks import TABLES, heads
+from eventlog.copy_check import NOT_THE_LOG, check_source_tables
+from eventlog.copy_chunks import ERASURE_TABLES, TABLES, heads
 from eventlog.db import LOG_FILE, connect, open_log
 from eventlog.intake import read_body
 from eventlog.pg_conn import PgConnection
@@ -501,3 +502,17 @@ def test_copy_log_writes_as_the_owner_and_the_service_role_then_serves_the_copy(
     after = heads_at(target_of(service_url))
     assert after["events"] == end["events"] + 1 and after["quarantine"] == end["quarantine"] + 1
     assert verifies(target_of(service_url))
+
+
+def test_copy_log_knows_every_table_of_the_log_on_both_backends(tmp_path):
+    """What copy-log copies is the log on PostgreSQL, and all of the SQLite log but the
+    tables it says it leaves (the spool's heartbeat; erasures, refused unless empty)."""
+    copied_tables = {t.name for t in TABLES}
+    assert copied_tables == set(pg_schema.LOG_TABLES)
+    conn = open_log(tmp_path)
+    try:
+        check_source_tables(conn)  # a fresh log at this code's schema is accepted
+        found = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.close()
+    assert found - NOT_THE_LOG - set(ERASURE_TABLES) == copied_tables
