@@ -12,6 +12,20 @@ from typing import Any
 
 from eventlog import chain
 from eventlog.intake import Intake, NewEvent, Rejected
+from eventlog.tombstones import (
+    INSERT_ERASED_ROW,
+    INSERT_TOMBSTONE,
+    ErasedRow,
+    Tombstones,
+    event_record,
+    new_comment,
+    read_tombstones,
+    redact_event,
+    redact_item,
+    redact_received_body,
+    request_record,
+    with_comment,
+)
 from eventlog.transactions import immediate
 
 
@@ -57,15 +71,17 @@ def _head(conn: sqlite3.Connection, table: str, key: str) -> tuple[int, str]:
 
 
 class Batch:
-    """Chain heads and next keys, read once at the start of the write transaction."""
+    """Chain heads, next keys and tombstones, read once at the start of the write transaction."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.seq, self.event_hash = _head(conn, "events", "seq")
         self.request_id, self.request_hash = _head(conn, "requests", "id")
+        self.tombstones: Tombstones = read_tombstones(conn)
 
     def add_request(self, d: Delivery) -> int:
         self.request_id += 1
+        d, record = under_tombstones(d, self.request_id, self.tombstones)
         values = request_values(self.request_id, d)
         self.request_hash = chain.link(self.request_hash, values, d.body_digest)
         self.conn.execute(
@@ -73,7 +89,12 @@ class Batch:
             " request_id, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (*values, self.request_hash),
         )
+        self._record(record)
         return self.request_id
+
+    def _record(self, record: ErasedRow | None) -> None:
+        if record is not None:
+            self.conn.execute(INSERT_ERASED_ROW, record)
 
     def add_event(
         self, ev: NewEvent, app_id: str, request_id: str | None, ref: int, at: float
@@ -86,7 +107,26 @@ class Batch:
             f" VALUES ({', '.join('?' * (len(values) + 1))})",
             (*values, self.event_hash),
         )
+        if self.tombstones:
+            self._record(event_record(self.seq, ev))
+            if comment := new_comment(ev, self.tombstones):
+                self.conn.execute(INSERT_TOMBSTONE, comment)
+                self.tombstones = with_comment(self.tombstones, comment)
         return self.seq
+
+
+def under_tombstones(
+    d: Delivery, request_key: int, tombstones: Tombstones
+) -> tuple[Delivery, ErasedRow | None]:
+    """A delivery whose body a tombstone covers, with that body redacted (its digest, which
+    the chain links, stays the received body's), and the record of its request row."""
+    body = redact_received_body(d.body, tombstones) if tombstones else None
+    if body is None:
+        return d, None
+    d = Delivery(
+        d.received_at, d.app_id, d.secret_fingerprint, d.signature, body, d.intake, d.body_digest
+    )
+    return d, request_record(request_key, body, d.body_digest)
 
 
 # The rows every backend writes, in one place: the hash chains link these very values, so
@@ -166,6 +206,7 @@ def add_events(
 ) -> None:
     """Append new events; count duplicates; quarantine same-id-other-content as a conflict."""
     for ev in events:
+        ev = redact_event(ev, batch.tombstones)
         seen = existing_content(conn, ev.message_id, ev.merchant_id)
         if seen is None:
             outcome.seqs.append(batch.add_event(ev, app_id, request_id, ref, at))
@@ -183,7 +224,7 @@ def _store(conn: sqlite3.Connection, batch: Batch, d: Delivery) -> Outcome:
     outcome = Outcome()
     ref = batch.add_request(d)
     for item in d.intake.rejected:
-        quarantine(conn, item, ref, d.received_at)
+        quarantine(conn, redact_item(item, batch.tombstones), ref, d.received_at)
         outcome.quarantined += 1
         outcome.reasons.append(item.reason)
     add_events(

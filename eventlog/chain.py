@@ -1,8 +1,9 @@
 """The hash chain that makes tampering with the log detectable.
 
 Each row's hash is sha256(previous row's hash + sha256 of the row's content),
-where the content covers every stored column but the hash itself. Events and
-requests each form their own chain, in key order.
+where the content covers every stored column but the hash itself. Events,
+requests and erasures each form their own chain, in key order. An erased row's link
+is computed with the digest of its content before the erasure (eventlog.erase keeps it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ EVENT_COLUMNS = (
 REQUEST_COLUMNS = (
     "id", "received_at", "app_id", "secret_fingerprint", "signature", "request_id", "body",
 )  # fmt: skip
+# the erasures a chain of their own (eventlog.erase); counts (JSON) enter by their digest
+ERASURE_COLUMNS = ("id", "at", "merchant_id", "note_id", "before", "reason", "counts")
 
 
 def digest(payload: str | bytes | memoryview) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from eventlog import chain
+from eventlog.redaction import MARKER_PREFIX
 from eventlog.transactions import immediate
 
 _APPEND_ONLY = """
@@ -20,6 +22,52 @@ CREATE TRIGGER {table}_no_replace BEFORE INSERT ON {table}
 WHEN EXISTS (SELECT 1 FROM {table} WHERE {key} = NEW.{key} OR {pk} = NEW.{pk})
 BEGIN SELECT RAISE(ABORT, 'the event log is append-only: {table} row already exists'); END;
 """
+
+def _same(columns: tuple[str, ...]) -> str:
+    return " AND ".join(f"NEW.{c} IS OLD.{c}" for c in columns)
+
+
+def _mentions(column: str, what: str) -> str:
+    return f"instr(CAST(OLD.{column} AS BLOB), CAST({what} AS BLOB)) > 0"
+
+
+def _erasure_only(table: str, key: str, columns: tuple[str, ...], covers: str) -> str:
+    """The one UPDATE a log table lets through: its content (the last of `columns`) replaced
+    by the marker of a recorded erasure that names the row (erased_rows) and whose scope
+    covers it; every other column (and the hash of a chained table) unchanged."""
+    content = columns[-1]
+    unchanged = (*columns[:-1], "hash") if table != "quarantine" else columns[:-1]
+    marker = f"'{MARKER_PREFIX}' || e.id || ', '"
+    starts = (
+        f"instr(CAST(NEW.{content} AS BLOB), CAST({marker} AS BLOB)) > 0"
+        if table == "requests"
+        else f"substr(NEW.{content}, 1, length({marker})) = {marker}"
+    )
+    return f"""
+    DROP TRIGGER {table}_no_update;
+    CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table}
+    WHEN NOT ({_same(unchanged)} AND EXISTS (
+        SELECT 1 FROM erased_rows r JOIN erasures e ON e.id = r.erasure_id
+        WHERE r.log_table = '{table}' AND r.row_key = OLD.{key} AND {starts} AND {covers}))
+    BEGIN SELECT RAISE(ABORT, 'the event log is append-only: {table} rows cannot be updated'); END;
+    """
+
+
+_QUARANTINE_COLUMNS = (
+    "id", "content_hash", "reason", "detail", "kind", "message_id", "request_ref", "received_at",
+    "payload",
+)  # fmt: skip
+
+
+def _scope_named_in(column: str) -> str:
+    """An erasure's merchant and one of its entities (a note, a comment on it) are named in
+    content the database cannot read as events (a body, a payload)."""
+    return (
+        f"(e.merchant_id IS NULL OR {_mentions(column, 'e.merchant_id')})"
+        " AND (e.note_id IS NULL OR EXISTS (SELECT 1 FROM tombstones t WHERE t.erasure_id = e.id"
+        f" AND {_mentions(column, 't.entity_id')}))"
+    )
+
 
 MIGRATIONS: list[str] = [
     # 1: requests, events, quarantine
@@ -124,6 +172,60 @@ MIGRATIONS: list[str] = [
     CREATE INDEX requests_by_received_at ON requests(received_at);
     CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
     """,
+    # 4: erasure (eventlog.erase): the erasures (chained), the rows each one redacted with
+    # the digests of their content before and after, the tombstones of erased notes and
+    # merchants; the one UPDATE the log tables let through (a recorded erasure's marker)
+    """
+    CREATE TABLE erasures (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        merchant_id TEXT,
+        note_id TEXT,
+        before REAL,
+        reason TEXT NOT NULL,
+        counts TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE TABLE erased_rows (
+        erasure_id INTEGER NOT NULL REFERENCES erasures(id),
+        log_table TEXT NOT NULL CHECK (log_table IN ('events', 'requests', 'quarantine')),
+        row_key INTEGER NOT NULL,
+        original_digest TEXT NOT NULL,
+        redacted_digest TEXT NOT NULL,
+        PRIMARY KEY (log_table, row_key, erasure_id)
+    );
+    CREATE TABLE tombstones (
+        erasure_id INTEGER NOT NULL REFERENCES erasures(id),
+        merchant_id TEXT NOT NULL,
+        entity_id TEXT  -- a note or one of its comments; NULL: the whole merchant
+    );
+    CREATE UNIQUE INDEX tombstones_by_erasure ON tombstones(erasure_id, coalesce(entity_id, ''));
+    """
+    + _APPEND_ONLY.format(table="erasures")
+    + _APPEND_ONLY.format(table="erased_rows")
+    + _APPEND_ONLY.format(table="tombstones")
+    + _NO_REPLACE.format(table="erasures", key="id", pk="id")
+    + """
+    CREATE TRIGGER tombstones_no_replace BEFORE INSERT ON tombstones
+    WHEN EXISTS (SELECT 1 FROM tombstones WHERE erasure_id = NEW.erasure_id
+                 AND coalesce(entity_id, '') = coalesce(NEW.entity_id, ''))
+    BEGIN SELECT RAISE(ABORT, 'the event log is append-only: tombstones row already exists');
+    END;
+    CREATE TRIGGER erased_rows_no_replace BEFORE INSERT ON erased_rows
+    WHEN EXISTS (SELECT 1 FROM erased_rows WHERE log_table = NEW.log_table
+                 AND row_key = NEW.row_key AND erasure_id = NEW.erasure_id)
+    BEGIN SELECT RAISE(ABORT, 'the event log is append-only: erased_rows row already exists');
+    END;
+    """
+    + _erasure_only(
+        "events", "seq", chain.EVENT_COLUMNS,
+        "(e.merchant_id IS NULL OR e.merchant_id = OLD.merchant_id)"
+        " AND (e.note_id IS NULL OR EXISTS (SELECT 1 FROM tombstones t WHERE t.erasure_id = e.id"
+        "      AND t.entity_id IN (OLD.note_id, OLD.entity_id)))"
+        " AND (e.before IS NULL OR OLD.action_time < e.before)",
+    )  # fmt: skip
+    + _erasure_only("requests", "id", chain.REQUEST_COLUMNS, _scope_named_in("body"))
+    + _erasure_only("quarantine", "id", _QUARANTINE_COLUMNS, _scope_named_in("payload")),
 ]
 
 

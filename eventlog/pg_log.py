@@ -34,12 +34,25 @@ from eventlog.append import (
     event_values,
     quarantine_values,
     request_values,
+    under_tombstones,
 )
 from eventlog.db import BUSY_TIMEOUT_MS
 from eventlog.intake import Rejected
 from eventlog.pg_conn import CONNECT_OPTIONS
 from eventlog.read import LogEvent
 from eventlog.store import RequestKey, unstorable
+from eventlog.tombstones import (
+    INSERT_ERASED_ROW,
+    INSERT_TOMBSTONE,
+    TOMBSTONES,
+    Tombstones,
+    event_record,
+    new_comment,
+    redact_event,
+    redact_item,
+    tombstones_of,
+    with_comment,
+)
 
 # pg_advisory_xact_lock key serialising appends ("noteappd")
 APPEND_LOCK = 0x6E6F7465_61707064
@@ -99,13 +112,19 @@ class _Rows:
     requests: list[tuple[Any, ...]] = field(default_factory=list)
     events: list[tuple[Any, ...]] = field(default_factory=list)
     quarantine: list[tuple[Any, ...]] = field(default_factory=list)
+    erased: list[tuple[Any, ...]] = field(default_factory=list)  # rows stored redacted
+    tombstones: list[tuple[Any, ...]] = field(default_factory=list)  # comments on erased notes
     outcomes: list[Outcome] = field(default_factory=list)
 
 
 def _plan(
-    deliveries: list[Delivery], heads: _Heads, logged: dict[tuple[str, str], tuple[int, str]]
+    deliveries: list[Delivery],
+    heads: _Heads,
+    logged: dict[tuple[str, str], tuple[int, str]],
+    tombstones: Tombstones,
 ) -> _Rows:
-    """The rows of `deliveries` after `heads`, as eventlog.append would insert them.
+    """The rows of `deliveries` after `heads`, as eventlog.append would insert them (what
+    `tombstones` cover redacted, eventlog.tombstones).
 
     `logged` maps (message_id, merchant or '') to (seq, content_hash) of the events already
     in the log; events of this group are added to it as they are planned.
@@ -116,14 +135,18 @@ def _plan(
         outcome = Outcome()
         h.request_id += 1
         ref = h.request_id
+        d, record = under_tombstones(d, ref, tombstones)
+        rows.erased += [record] if record else []
         values = request_values(ref, d)
         h.request_hash = chain.link(h.request_hash, values, d.body_digest)
         rows.requests.append((*values, h.request_hash))
         for item in d.intake.rejected:
+            item = redact_item(item, tombstones)
             rows.quarantine.append(quarantine_values(item, ref, d.received_at))
             outcome.quarantined += 1
             outcome.reasons.append(item.reason)
         for ev in d.intake.events:
+            ev = redact_event(ev, tombstones)
             key = (ev.message_id, ev.merchant_id or "")
             seen = logged.get(key)
             if seen is None:
@@ -133,6 +156,11 @@ def _plan(
                 )
                 h.event_hash = chain.link(h.event_hash, ev_values, ev.block_digest)
                 rows.events.append((*ev_values, h.event_hash))
+                if tombstones and (event_erased := event_record(h.seq, ev)):
+                    rows.erased.append(event_erased)
+                    if comment := new_comment(ev, tombstones):
+                        rows.tombstones.append(comment)
+                        tombstones = with_comment(tombstones, comment)
                 logged[key] = (h.seq, ev.content_hash)
                 outcome.seqs.append(h.seq)
                 outcome.event_types.append(ev.event_type)
@@ -196,6 +224,10 @@ def _insert(conn: psycopg.Connection[Any], rows: _Rows) -> None:
             cur.executemany(INSERT_EVENT, rows.events)
         if rows.quarantine:
             cur.executemany(INSERT_QUARANTINE, rows.quarantine)
+        if rows.erased:
+            cur.executemany(INSERT_ERASED_ROW.replace("?", "%s"), rows.erased)
+        if rows.tombstones:
+            cur.executemany(INSERT_TOMBSTONE.replace("?", "%s"), rows.tombstones)
 
 
 class _Stale(Exception):
@@ -285,13 +317,15 @@ class PostgresLogStore:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
                 heads_read = conn.execute(HEADS)
                 logged_read = conn.execute(*_logged_query(keys)) if keys else None
+                tombstones_read = conn.execute(TOMBSTONES)
                 heads = _heads_of(heads_read.fetchone())  # syncs the pipeline
                 logged = _logged_of(logged_read.fetchall()) if logged_read else {}
+                tombstones = tombstones_of(tombstones_read.fetchall())
         except psycopg.OperationalError as exc:
             if conn.broken:  # nothing was written: a connection the server dropped while idle
                 raise _Stale from exc
             raise
-        rows = _plan(deliveries, heads, logged)
+        rows = _plan(deliveries, heads, logged, tombstones)
         with conn.pipeline():
             _insert(conn, rows)
             if rows.events:  # delivered at COMMIT, to every instance's listening projectors
@@ -324,7 +358,8 @@ class PostgresLogStore:
     def _write(conn: psycopg.Connection[Any], deliveries: list[Delivery], heads: _Heads) -> _Rows:
         keys = _keys(deliveries)
         logged = _logged_of(conn.execute(*_logged_query(keys)).fetchall()) if keys else {}
-        rows = _plan(deliveries, heads, logged)
+        tombstones = tombstones_of(conn.execute(TOMBSTONES).fetchall())
+        rows = _plan(deliveries, heads, logged, tombstones)
         _insert(conn, rows)
         return rows
 
@@ -371,6 +406,8 @@ class PostgresLogStore:
 
     def quarantine(self, item: Rejected, received_at: float) -> None:
         with self.pool.connection() as conn, conn.transaction():
+            tombstones = tombstones_of(conn.execute(TOMBSTONES).fetchall())
+            item = redact_item(item, tombstones)
             conn.execute(INSERT_QUARANTINE, quarantine_values(item, None, received_at))
 
     def logged(self, keys: list[RequestKey]) -> set[RequestKey]:

@@ -29,6 +29,9 @@ from psycopg.pq import TransactionStatus
 
 SCHEMA = "public"
 LOG_TABLES: tuple[str, ...] = ("requests", "events", "quarantine", "quarantine_replays")
+# The erasures (eventlog.erase), append-only as well: the owner writes them; the service
+# role reads them and records the rows it stores already redacted (under a tombstone)
+ERASURE_TABLES: tuple[str, ...] = ("erasures", "erased_rows", "tombstones")
 # Identity sequences the service draws ids from when it inserts quarantine rows and replays.
 SEQUENCES: tuple[str, ...] = ("quarantine_id_seq", "quarantine_replays_id_seq")
 MIGRATIONS_TABLE = "schema_migrations"
@@ -41,6 +44,18 @@ CREATE TRIGGER {table}_append_only
     FOR EACH STATEMENT EXECUTE FUNCTION log_refuse_change();
 ALTER TABLE {table} ENABLE ALWAYS TRIGGER {table}_append_only;
 REVOKE ALL ON {table} FROM PUBLIC;
+"""
+
+# Step 3 lets an UPDATE of three log tables past the append-only trigger when its
+# transaction names a recorded erasure (`SET LOCAL notestore.erasure`, eventlog.erase);
+# each row is then judged by log_allow_erasure: only its content may change, to the marker
+# of that erasure, on a row the erasure recorded (erased_rows) and whose scope covers it.
+# DELETE and TRUNCATE stay refused, and so does every UPDATE that names no erasure.
+_ERASURE_ONLY = """
+CREATE TRIGGER {table}_erasure_only
+    BEFORE UPDATE ON {table}
+    FOR EACH ROW EXECUTE FUNCTION log_allow_erasure();
+ALTER TABLE {table} ENABLE ALWAYS TRIGGER {table}_erasure_only;
 """
 
 MIGRATIONS: list[str] = [
@@ -114,6 +129,102 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX requests_by_received_at ON requests(received_at);
     """,
+    # 3: erasure (eventlog.erase; eventlog.migrations step 4 on SQLite): erasures (chained),
+    # erased_rows, tombstones; UPDATE of events, requests and quarantine is let through by a
+    # row trigger only when it replaces the content by a recorded erasure's marker
+    """
+    CREATE TABLE erasures (
+        id BIGINT PRIMARY KEY,
+        at DOUBLE PRECISION NOT NULL,
+        merchant_id TEXT,
+        note_id TEXT,
+        before DOUBLE PRECISION,
+        reason TEXT NOT NULL,
+        counts TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE TABLE erased_rows (
+        erasure_id BIGINT NOT NULL REFERENCES erasures(id),
+        log_table TEXT NOT NULL CHECK (log_table IN ('events', 'requests', 'quarantine')),
+        row_key BIGINT NOT NULL,
+        original_digest TEXT NOT NULL,
+        redacted_digest TEXT NOT NULL,
+        PRIMARY KEY (log_table, row_key, erasure_id)
+    );
+    CREATE TABLE tombstones (
+        erasure_id BIGINT NOT NULL REFERENCES erasures(id),
+        merchant_id TEXT NOT NULL,
+        entity_id TEXT  -- a note or one of its comments; NULL: the whole merchant
+    );
+    CREATE UNIQUE INDEX tombstones_by_erasure ON tombstones(erasure_id, coalesce(entity_id, ''));
+    CREATE OR REPLACE FUNCTION log_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'UPDATE' AND TG_TABLE_NAME IN ('events', 'requests', 'quarantine')
+                AND EXISTS (SELECT 1 FROM erasures
+                            WHERE id::text = current_setting('notestore.erasure', true)) THEN
+            RETURN NULL;  -- each row is then judged by log_allow_erasure
+        END IF;
+        RAISE EXCEPTION 'the event log is append-only: % rows cannot be %', TG_TABLE_NAME,
+            CASE TG_OP WHEN 'UPDATE' THEN 'updated' WHEN 'DELETE' THEN 'deleted'
+                ELSE 'truncated' END
+            USING ERRCODE = 'insufficient_privilege',
+                HINT = 'rows of the log are only ever inserted (or redacted by an erasure)';
+    END;
+    $$;
+    CREATE FUNCTION log_allow_erasure() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        content text := CASE TG_TABLE_NAME WHEN 'events' THEN 'block'
+            WHEN 'requests' THEN 'body' ELSE 'payload' END;
+        allowed boolean := false;
+        named text := current_setting('notestore.erasure', true);
+    BEGIN
+        IF coalesce(named, '') = '' THEN
+            -- no erasure named: log_refuse_change refused the statement already,
+            -- unless a superuser disabled it (and could as well drop this trigger)
+            RETURN NEW;
+        END IF;
+        IF (to_jsonb(NEW) - content) = (to_jsonb(OLD) - content) THEN
+            IF TG_TABLE_NAME = 'events' THEN
+                allowed := EXISTS (SELECT 1 FROM erased_rows r
+                    JOIN erasures e ON e.id = r.erasure_id
+                    WHERE r.log_table = 'events' AND r.row_key = OLD.seq AND e.id::text = named
+                    AND starts_with(NEW.block, '{ "erased": ' || e.id || ', ')
+                    AND (e.merchant_id IS NULL OR e.merchant_id = OLD.merchant_id)
+                    AND (e.note_id IS NULL OR EXISTS (SELECT 1 FROM tombstones t
+                        WHERE t.erasure_id = e.id AND t.entity_id IN (OLD.note_id, OLD.entity_id)))
+                    AND (e.before IS NULL OR OLD.action_time < e.before));
+            ELSIF TG_TABLE_NAME = 'requests' THEN
+                allowed := EXISTS (SELECT 1 FROM erased_rows r
+                    JOIN erasures e ON e.id = r.erasure_id
+                    WHERE r.log_table = 'requests' AND r.row_key = OLD.id AND e.id::text = named
+                    AND position(convert_to('{ "erased": ' || e.id || ', ', 'UTF8') IN NEW.body) > 0
+                    AND (e.merchant_id IS NULL
+                         OR position(convert_to(e.merchant_id, 'UTF8') IN OLD.body) > 0)
+                    AND (e.note_id IS NULL OR EXISTS (SELECT 1 FROM tombstones t
+                        WHERE t.erasure_id = e.id
+                        AND position(convert_to(t.entity_id, 'UTF8') IN OLD.body) > 0)));
+            ELSIF TG_TABLE_NAME = 'quarantine' THEN
+                allowed := EXISTS (SELECT 1 FROM erased_rows r
+                    JOIN erasures e ON e.id = r.erasure_id
+                    WHERE r.log_table = 'quarantine' AND r.row_key = OLD.id
+                    AND e.id::text = named
+                    AND starts_with(NEW.payload, '{ "erased": ' || e.id || ', ')
+                    AND (e.merchant_id IS NULL OR strpos(OLD.payload, e.merchant_id) > 0)
+                    AND (e.note_id IS NULL OR EXISTS (SELECT 1 FROM tombstones t
+                        WHERE t.erasure_id = e.id AND strpos(OLD.payload, t.entity_id) > 0)));
+            END IF;
+        END IF;
+        IF allowed THEN
+            RETURN NEW;
+        END IF;
+        RAISE EXCEPTION 'the event log is append-only: % rows cannot be updated', TG_TABLE_NAME
+            USING ERRCODE = 'insufficient_privilege',
+                HINT = 'only a recorded erasure may replace a row''s content by its marker';
+    END;
+    $$;
+    """
+    + "".join(_ERASURE_ONLY.format(table=table) for table in ("events", "requests", "quarantine"))
+    + "".join(_APPEND_ONLY.format(table=table) for table in ERASURE_TABLES),
 ]
 
 
@@ -180,6 +291,8 @@ def grant_service(conn: psycopg.Connection[Any], service: str) -> None:
         # exactly these privileges, whatever the role held before
         conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(tables, role))
         conn.execute(sql.SQL("GRANT INSERT, SELECT ON {} TO {}").format(tables, role))
+        if _version(conn) >= ERASURE_STEP:
+            _grant_erasures(conn, role)
         # nextval() for the identity columns of quarantine and quarantine_replays
         conn.execute(sql.SQL("REVOKE ALL ON SEQUENCE {} FROM {}").format(sequences, role))
         conn.execute(sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(sequences, role))
@@ -189,6 +302,20 @@ def grant_service(conn: psycopg.Connection[Any], service: str) -> None:
                 sql.Identifier(SCHEMA, MIGRATIONS_TABLE), role
             )
         )
+
+
+ERASURE_STEP = 3  # the migration that adds ERASURE_TABLES
+
+
+def _grant_erasures(conn: psycopg.Connection[Any], role: sql.Identifier) -> None:
+    """The service reads the erasures, and records the rows it stores already redacted under
+    a tombstone (erased_rows) and the comments created since on an erased note (tombstones):
+    SELECT on all three, INSERT on those two; never UPDATE, nor anything on erasures."""
+    erasure_tables = sql.SQL(", ").join(sql.Identifier(SCHEMA, t) for t in ERASURE_TABLES)
+    conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(erasure_tables, role))
+    conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(erasure_tables, role))
+    recorded = sql.SQL(", ").join(sql.Identifier(SCHEMA, t) for t in ("erased_rows", "tombstones"))
+    conn.execute(sql.SQL("GRANT INSERT ON {} TO {}").format(recorded, role))
 
 
 def create_roles(

@@ -9,6 +9,7 @@ from typing import Any
 
 from eventlog.canonical import loads_strict
 from eventlog.dbapi import Connection
+from eventlog.redaction import is_marker
 
 _COLUMNS = (
     "seq, message_id, event_type, entity, entity_id, note_id, merchant_id, app_id,"
@@ -39,6 +40,11 @@ class LogEvent:
     def data_event(self) -> dict[str, Any]:
         data: dict[str, Any] = loads_strict(self.block)["data_event"]
         return data
+
+    @property
+    def erased(self) -> bool:
+        """Its block was erased (eventlog.erase): it folds into nothing."""
+        return is_marker(self.block)
 
     @property
     def stamp(self) -> tuple[float, str]:

@@ -27,6 +27,7 @@ from eventlog.append import Batch, Delivery, Outcome, _store, append_deliveries,
 from eventlog.db import LOG_FILE, open_log
 from eventlog.intake import Intake, Rejected, _body_text
 from eventlog.read import LogEvent, head_seq, log_counts, read_by_entity, read_from
+from eventlog.tombstones import read_tombstones, redact_item
 from eventlog.transactions import immediate
 from eventlog.wal import Checkpointer, open_log_for_writing
 
@@ -200,6 +201,7 @@ class SQLiteLogStore:
 
     def quarantine(self, item: Rejected, received_at: float) -> None:
         with self._lock, immediate(self.conn):
+            item = redact_item(item, read_tombstones(self.conn))
             quarantine(self.conn, item, None, received_at)
 
     def logged(self, keys: list[RequestKey]) -> set[RequestKey]:

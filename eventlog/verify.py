@@ -2,6 +2,12 @@
 
 Streams the log in batches by key, so a log of any size verifies in little memory. The same
 SQL reads either backend (eventlog.dbapi.Connection): SQLite, or PostgreSQL through PgConnection.
+
+An erased row (eventlog.erase) links into its chain with the digest of its content before
+the erasure, as recorded in erased_rows; its content now must have the digest recorded
+after it (each later erasure of the row starting from the digest the previous one left).
+Its origin and signature can no longer be re-checked: the report lists such rows with the
+erasures that redacted them. The erasures form a chain of their own.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from typing import Any
 
 from eventlog import chain
 from eventlog.canonical import event_content_hash, loads_strict
-from eventlog.dbapi import Connection
+from eventlog.dbapi import DATABASE_ERRORS, Connection
 
 BATCH = 5000
 # (app_id, fingerprint, body) -> the signature that secret gives, or None if no such secret
@@ -28,12 +34,20 @@ class ChainReport:
     first_bad: int | None = None
     problems: list[str] = field(default_factory=list)
     saw_expected_head: bool = False
+    erased: dict[int, list[int]] = field(default_factory=dict)  # erasure id -> keys (first 20)
+    erased_rows: int = 0
 
     def bad(self, key: int, problem: str) -> None:
         if self.first_bad is None:
             self.first_bad = key
         if len(self.problems) < 20:
             self.problems.append(problem)
+
+    def erased_by(self, key: int, erasure_ids: list[int]) -> None:
+        self.erased_rows += 1
+        keys = self.erased.setdefault(erasure_ids[-1], [])
+        if len(keys) < 20:
+            keys.append(key)
 
 
 @dataclass
@@ -42,24 +56,82 @@ class VerifyReport:
     requests: ChainReport
     unverifiable: int = 0  # requests whose secret has since been rotated out
     expect_head: str | None = None
+    erasures: ChainReport | None = None  # None: a log from before erasure (no such table)
 
     @property
     def ok(self) -> bool:
         head_ok = self.expect_head is None or self.events.saw_expected_head
-        return self.events.first_bad is None and self.requests.first_bad is None and head_ok
+        erasures_ok = self.erasures is None or self.erasures.first_bad is None
+        return (
+            self.events.first_bad is None and self.requests.first_bad is None and head_ok
+            and erasures_ok
+        )  # fmt: skip
+
+    def erasure_lines(self) -> list[str]:
+        """What verify says of erased rows: which erasure redacted them, and that their
+        origin and signatures can no longer be re-checked."""
+        lines = []
+        for chain_report, key, what in (
+            (self.events, "seq", "origin"), (self.requests, "id", "signature"),
+        ):  # fmt: skip
+            if chain_report.erased_rows:
+                lines.append(
+                    f"{chain_report.erased_rows} {chain_report.table} erased: their {what}"
+                    " can no longer be re-checked (their content matches its erasure record)"
+                )
+            for erasure_id, keys in sorted(chain_report.erased.items()):
+                shown = ", ".join(map(str, keys))
+                lines.append(
+                    f"  erased by erasure {erasure_id}: {chain_report.table} {key} {shown}"
+                )
+        return lines
+
+
+# row key -> [(erasure id, digest before, digest after)] in erasure order
+Erased = dict[int, list[tuple[int, str, str]]]
 
 
 def _rows(
-    conn: Connection, table: str, key: str, columns: tuple[str, ...]
-) -> Iterator[tuple[Any, ...]]:
+    conn: Connection, table: str, key: str, columns: tuple[str, ...], with_erased: bool
+) -> Iterator[tuple[tuple[Any, ...], Erased]]:
     last = 0
     select = (
         f"SELECT {', '.join(columns)}, hash FROM {table}"
         f" WHERE {key} > ? ORDER BY {key} LIMIT {BATCH}"
     )
     while rows := conn.execute(select, (last,)).fetchall():
-        yield from rows
+        erased: Erased = {}
+        if with_erased:
+            for row_key, erasure_id, before, after in conn.execute(
+                "SELECT row_key, erasure_id, original_digest, redacted_digest FROM erased_rows"
+                " WHERE log_table = ? AND row_key BETWEEN ? AND ? ORDER BY row_key, erasure_id",
+                (table, rows[0][0], rows[-1][0]),
+            ):
+                erased.setdefault(int(row_key), []).append((int(erasure_id), before, after))
+        for row in rows:
+            yield row, erased
         last = rows[-1][0]
+
+
+def _erased_link(
+    values: tuple[Any, ...], records: list[tuple[int, str, str]], report: ChainReport, where: str
+) -> str:
+    """The digest an erased row links into its chain with; a problem if its content, or its
+    records, do not follow one another."""
+    steps_follow = all(a[2] == b[1] for a, b in zip(records, records[1:], strict=False))
+    if not steps_follow or chain.digest(values[-1]) != records[-1][2]:
+        report.bad(values[0], f"{where}: erased content does not match its erasure record")
+    report.erased_by(values[0], [r[0] for r in records])
+    return records[0][1]
+
+
+def has_erasures(conn: Connection) -> bool:
+    """Whether the log has the erasure tables (a backup from before them has not)."""
+    try:
+        conn.execute("SELECT 1 FROM erased_rows LIMIT 1").fetchall()
+    except DATABASE_ERRORS:
+        return False
+    return True
 
 
 def walk_chain(
@@ -70,19 +142,23 @@ def walk_chain(
     check_row: Callable[[tuple[Any, ...], ChainReport], None] | None = None,
     expect_head: str | None = None,
     progress: Progress | None = None,
+    with_erased: bool = False,
 ) -> ChainReport:
+    """One chain; with `with_erased`, erased rows are checked against their records and
+    are not handed to `check_row` (their origin or signature cannot be re-checked)."""
     report = ChainReport(table)
     total = int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
     previous, expected_key = chain.GENESIS, 1
-    for row in _rows(conn, table, key, columns):
+    for row, erased in _rows(conn, table, key, columns, with_erased):
         values, stored = row[:-1], row[-1]
+        where = f"{table} {key} {values[0]}"
         if values[0] != expected_key:
             report.bad(expected_key, f"{table} {key} {expected_key} to {values[0] - 1} missing")
-        if chain.link(previous, values) != stored:
-            report.bad(
-                values[0], f"{table} {key} {values[0]}: content does not match its hash chain"
-            )
-        if check_row is not None:
+        records = erased.get(values[0])
+        content = _erased_link(values, records, report, where) if records else None
+        if chain.link(previous, values, content) != stored:
+            report.bad(values[0], f"{where}: content does not match its hash chain")
+        if check_row is not None and not records:
             check_row(row, report)
         if stored == expect_head:
             report.saw_expected_head = True
@@ -158,8 +234,13 @@ def verify_log(
                 request_id, f"requests id {request_id}: stored signature does not match its body"
             )
 
+    erasable = has_erasures(conn)
     events = walk_chain(
-        conn, "events", "seq", chain.EVENT_COLUMNS, _origin_checker(conn), expect_head, progress
+        conn, "events", "seq", chain.EVENT_COLUMNS, _origin_checker(conn), expect_head, progress,
+        erasable,
+    )  # fmt: skip
+    requests = walk_chain(
+        conn, "requests", "id", chain.REQUEST_COLUMNS, check_signature, with_erased=erasable
     )
-    requests = walk_chain(conn, "requests", "id", chain.REQUEST_COLUMNS, check_signature)
-    return VerifyReport(events, requests, unverifiable, expect_head)
+    erasures = walk_chain(conn, "erasures", "id", chain.ERASURE_COLUMNS) if erasable else None
+    return VerifyReport(events, requests, unverifiable, expect_head, erasures)

@@ -79,9 +79,9 @@ def apply_pending(
     hook("read")
     if not events:
         return 0
-    projector.apply(
-        views, [e for e in events if e.event_type in projector.event_types], target.suffix
-    )
+    # an erased event (its block a redaction marker, eventlog.erase) folds into nothing
+    relevant = [e for e in events if e.event_type in projector.event_types and not e.erased]
+    projector.apply(views, relevant, target.suffix)
     hook("applied")
     set_position(views, projector.name, target, events[-1].seq)
     hook("positioned")

@@ -143,7 +143,8 @@ def rebuild_all(
         collected = 0
         for events in iter_from(log, 0, batch, until=total):
             for p in entity_projectors:
-                relevant = [e for e in events if e.event_type in p.event_types]
+                # an erased event (a redaction marker, eventlog.erase) folds into nothing
+                relevant = [e for e in events if e.event_type in p.event_types and not e.erased]
                 p.fold_into(views, relevant, REBUILD.suffix, held[p.name])
             done = events[-1].seq
             if sum(len(states) for states in held.values()) >= FLUSH_ENTITIES:

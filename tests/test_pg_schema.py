@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BODY = b'{"data":[{"text":"a\\u0000b"}]}\x00\xff raw NUL and a byte that is not UTF-8'
 BLOCK = '{"message_id":"m-1","text":"a\\u0000b","nested":{"v":"\\u0000"}}'
 
-LATEST = 2  # the schema's steps: 1 the log, 2 requests by receipt time (the spool)
+LATEST = 3  # the schema's steps: 1 the log, 2 requests by receipt time (the spool), 3 erasure
 STEPS = [(n,) for n in range(1, LATEST + 1)]
 
 
@@ -165,9 +165,12 @@ def test_migrate_twice_changes_nothing_the_second_time(pg_url: str) -> None:
         assert conn.execute("SELECT version FROM schema_migrations").fetchall() == STEPS
         assert pg_schema.version(conn) == LATEST
     tables = {name for kind, name, relkind in first if kind == "table" and relkind == "r"}
-    assert tables == {*pg_schema.LOG_TABLES, "schema_migrations"}
+    assert tables == {*pg_schema.LOG_TABLES, *pg_schema.ERASURE_TABLES, "schema_migrations"}
     triggers = {(name, enabled) for kind, name, enabled in first if kind == "trigger"}
-    assert triggers == {(f"{t}_append_only", "A") for t in pg_schema.LOG_TABLES}  # ALWAYS
+    assert triggers == {  # ALWAYS
+        *((f"{t}_append_only", "A") for t in (*pg_schema.LOG_TABLES, *pg_schema.ERASURE_TABLES)),
+        *((f"{t}_erasure_only", "A") for t in ("events", "requests", "quarantine")),
+    }
 
 
 def test_concurrent_migrations_apply_each_step_once(pg_url: str) -> None:
@@ -352,7 +355,7 @@ def test_the_service_role_cannot_get_around_the_triggers(log: Log, statement: st
         triggers = conn.execute(
             "SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%append_only' AND tgenabled = 'A'"
         ).fetchone()
-        assert triggers == (len(pg_schema.LOG_TABLES),)
+        assert triggers == (len(pg_schema.LOG_TABLES) + len(pg_schema.ERASURE_TABLES),)
 
 
 def test_roles_get_login_and_nothing_else(log: Log) -> None:
@@ -374,7 +377,8 @@ def test_roles_get_login_and_nothing_else(log: Log) -> None:
             (log.service,),
         ).fetchall()
         assert privileges == sorted(
-            [(t, "INSERT,SELECT") for t in pg_schema.LOG_TABLES] + [("schema_migrations", "SELECT")]
+            [(t, "INSERT,SELECT") for t in (*pg_schema.LOG_TABLES, "erased_rows", "tombstones")]
+            + [("erasures", "SELECT"), ("schema_migrations", "SELECT")]
         )
 
 
