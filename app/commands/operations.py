@@ -52,8 +52,10 @@ def print_report(report: VerifyReport, seconds: float) -> None:
         print(
             f"{report.unverifiable} request(s) unverifiable: their secret is no longer configured"
         )
-    for chain_report in (report.events, report.requests):
-        for problem in chain_report.problems:
+    for line in report.erasure_lines():
+        print(line)
+    for chain_report in (report.events, report.requests, report.erasures):
+        for problem in chain_report.problems if chain_report else ():
             print(f"TAMPERED {problem}")
     if report.events.first_bad is not None:
         print(f"first bad seq: {report.events.first_bad}")

@@ -1,0 +1,353 @@
+"""notestore erase on SQLite and PostgreSQL: the erased text is gone from every log table and
+every view, the chain still verifies (and still catches tampering), tombstones keep later
+deliveries redacted, and the database lets no other change through."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import errors, sql
+
+from app.cli import main
+from app.commands.erase import rebuild_views
+from app.commands.operations import signer_for
+from app.config import Settings
+from eventlog import pg_schema
+from eventlog.redaction import MARKER_PREFIX
+from eventlog.verify import VerifyReport, verify_log
+from projections.store import VIEWS_SCHEMA
+from tests.helpers import MERCHANT, SECRETS, make_block, make_body
+from tests.ops_kit import Backend
+from tests.server import write_config
+
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
+
+MARK = "zebra-quokka-7781"  # the personal data: lower case, unique, and a phone number
+PHONE = "+84 912 345 678"
+OTHER_MARK = "walrus-heron-5523"
+NOTE, OTHER_NOTE, COMMENT = (
+    "6510aa00000000000000a001",
+    "6510aa00000000000000b002",
+    "6510cc00000000000000c001",
+)
+OTHER_MERCHANT = "2c00d0a1-0000-4000-8000-00000000beef"
+LOG_TABLES = (*pg_schema.LOG_TABLES, *pg_schema.ERASURE_TABLES)
+
+
+def _detail(key: str, value: Any) -> dict[str, Any]:
+    return {"field_key": key, "add": [value], "change": [], "remove": []}
+
+
+def note_bodies(
+    note: str = NOTE, merchant: str = MERCHANT, mark: str = MARK
+) -> list[dict[str, Any]]:
+    """A note (description and a mention naming `mark`, and a phone number), an update sent
+    together with another note of the same merchant, a comment on it and the comment's edit."""
+    create = make_block(note_id=note, merchant_id=merchant, event_detail=[
+        _detail("description", f"<div>call {mark} at {PHONE}</div>"),
+        {"field_key": "account_mentions", "add": [[f"{mark}-account"]]},
+    ])  # fmt: skip
+    update = make_block("note_update_data", note_id=note, merchant_id=merchant,
+                        action_time=1669200500.0,
+                        event_detail=[_detail("description", f"{mark} again, {PHONE}")])  # fmt: skip
+    other = make_block(note_id=OTHER_NOTE, merchant_id=merchant,
+                       event_detail=[_detail("description", "the other note stays")])  # fmt: skip
+    comment = make_block("note_comment_create", comment_id=COMMENT, merchant_id=merchant,
+                         event_detail=[_detail("object_id", note),
+                                       _detail("description", f"{mark}: {PHONE}")])  # fmt: skip
+    edit = make_block("note_comment_update_data", comment_id=COMMENT, merchant_id=merchant,
+                      action_time=1669200600.0,
+                      event_detail=[_detail("description", f"edited {mark}")])  # fmt: skip
+    bodies = [make_body(create), make_body(update, other), make_body(comment), make_body(edit)]
+    for body in bodies:
+        body["merchant_id"] = merchant
+    return bodies
+
+
+def backend(settings: Settings) -> Backend:
+    return Backend(settings.data_dir, settings.database_url)
+
+
+def log_text(settings: Settings) -> str:
+    """Every value of every row of every log table, as text (bytes decoded)."""
+    conn = settings.storage.log_reader()
+    try:
+        texts = []
+        for table in LOG_TABLES:
+            for row in conn.execute(f"SELECT * FROM {table}"):
+                for value in row:
+                    is_bytes = isinstance(value, bytes | memoryview)
+                    texts.append(
+                        bytes(value).decode("utf-8", "replace") if is_bytes else str(value)
+                    )
+        return "\n".join(texts)
+    finally:
+        conn.close()
+
+
+def views_text(settings: Settings) -> str:
+    """Every value of every table of the views."""
+    conn = settings.storage.views()
+    try:
+        if settings.database_url is None:
+            names = [
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            ]
+        else:
+            names = [r[0] for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = ?",
+                (VIEWS_SCHEMA,),
+            )]  # fmt: skip
+        return "\n".join(
+            str(value)
+            for name in names
+            for row in conn.execute(f'SELECT * FROM "{name}"')
+            for value in row
+        )
+    finally:
+        conn.close()
+
+
+def erase(settings: Settings, tmp_path: Path, *args: str, answer: str | None = None) -> int:
+    """`notestore erase` in process, on the test's backend (--yes unless an answer is typed)."""
+    more = {"database_url": settings.database_url} if settings.database_url else {}
+    config = write_config(tmp_path, SECRETS, **more)
+    argv = ["erase", "--config", str(config), "--reason", "an erasure request", *args]
+    if answer is None:
+        return main([*argv, "--yes"])
+    stdin = io.StringIO(answer + "\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdin", stdin)
+        return main(argv)
+
+
+def verify(settings: Settings) -> VerifyReport:
+    conn = settings.storage.log_reader()
+    try:
+        return verify_log(conn, signer_for(settings))
+    finally:
+        conn.close()
+
+
+def erased_note(settings: Settings, tmp_path: Path) -> list[dict[str, Any]]:
+    """The note's bodies appended, then the note erased; the bodies."""
+    bodies = note_bodies()
+    backend(settings).append_bodies(bodies)
+    assert MARK in log_text(settings) and PHONE in log_text(settings)
+    assert erase(settings, tmp_path, "--note", NOTE, "--merchant", MERCHANT) == 0
+    return bodies
+
+
+def test_erase_note_leaves_its_text_in_no_log_table_and_verify_lists_the_erased_rows(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The note's and its comment's events (the comment's edit names no note) and the four
+    requests that carried them are redacted; the chain verifies and names the erasure."""
+    erased_note(settings, tmp_path)
+    text = log_text(settings)
+    assert MARK not in text and PHONE not in text
+    report = verify(settings)
+    assert report.ok, report
+    assert (report.events.erased_rows, report.requests.erased_rows) == (4, 4)
+    assert report.events.erased == {1: [1, 2, 4, 5]}
+    lines = "\n".join(report.erasure_lines())
+    assert "erased by erasure 1: events seq 1, 2, 4, 5" in lines
+    assert "signature can no longer be re-checked" in lines
+
+
+def test_notestore_verify_prints_the_erased_rows_and_passes(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    erased_note(settings, tmp_path)
+    capsys.readouterr()
+    config = tmp_path / "notestore.toml"  # written by erase()
+    assert main(["verify", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "4 events erased: their origin can no longer be re-checked" in out
+    assert "4 requests erased: their signature can no longer be re-checked" in out
+    assert "erased by erasure 1: requests id 1, 2, 3, 4" in out
+    assert "OK: the log verifies" in out
+
+
+def test_a_request_that_carried_two_notes_keeps_the_other_notes_block(
+    settings: Settings, tmp_path: Path
+) -> None:
+    erased_note(settings, tmp_path)
+    conn = settings.storage.log_reader()
+    try:
+        other_block = conn.execute("SELECT block FROM events WHERE seq = 3").fetchone()[0]
+        body = bytes(conn.execute("SELECT body FROM requests WHERE id = 2").fetchone()[0])
+    finally:
+        conn.close()
+    assert OTHER_NOTE in other_block and not other_block.startswith(MARKER_PREFIX)
+    assert other_block.encode() in body  # byte for byte, inside the re-encoded body
+    assert f'{MARKER_PREFIX}1, "message_id"'.encode() in body
+    assert "the other note stays" in views_text(settings)
+
+
+def test_altering_an_erased_row_afterwards_fails_verify(settings: Settings, tmp_path: Path) -> None:
+    erased_note(settings, tmp_path)
+    backend(settings).tamper("UPDATE events SET block = block || ' ' WHERE seq = 2")
+    report = verify(settings)
+    assert not report.ok
+    assert (
+        "events seq 2: erased content does not match its erasure record" in report.events.problems
+    )
+
+
+def test_the_database_lets_no_other_update_through(settings: Settings, tmp_path: Path) -> None:
+    """Even with a recorded erasure named: a row it does not cover, a column other than the
+    content, or content that is not its marker, is refused."""
+    erased_note(settings, tmp_path)
+    marker = f'{MARKER_PREFIX}1, "x": 1}}'
+    attempts = [
+        ("UPDATE events SET block = ? WHERE seq = 3", (marker,)),  # the other note: not covered
+        ("UPDATE events SET action_time = 0 WHERE seq = 2", ()),
+        ("UPDATE events SET block = '{}' WHERE seq = 2", ()),
+        ("UPDATE requests SET body = ? WHERE id = 2", (b"{}",)),
+        ("DELETE FROM events WHERE seq = 2", ()),
+    ]
+    for statement, params in attempts:
+        with pytest.raises((errors.InsufficientPrivilege, sqlite3.IntegrityError)) as refused:
+            _as_owner_naming_erasure(settings, statement, params)
+        assert "append-only" in str(refused.value)
+    assert verify(settings).ok
+
+
+def _as_owner_naming_erasure(settings: Settings, statement: str, params: tuple[Any, ...]) -> None:
+    if settings.database_url is None:
+        with sqlite3.connect(settings.data_dir / "events.db") as lite:
+            lite.execute(statement, params)
+        return
+    with psycopg.connect(settings.database_url, autocommit=True) as pg, pg.transaction():
+        pg.execute("SELECT set_config('notestore.erasure', '1', true)")
+        pg.execute(statement.replace("?", "%s").encode(), params)
+
+
+def test_redelivering_the_original_requests_after_the_erasure_stores_nothing_readable(
+    settings: Settings, tmp_path: Path
+) -> None:
+    bodies = erased_note(settings, tmp_path)
+    events_before = log_text(settings).count("\n")
+    backend(settings).append_bodies(bodies)  # the same bodies again, received anew
+    text = log_text(settings)
+    assert MARK not in text and PHONE not in text
+    assert text.count("\n") > events_before  # the requests were stored, redacted
+    report = verify(settings)
+    assert report.ok, report
+    assert report.requests.erased_rows == 8 and report.events.rows == 5  # duplicates
+
+
+def test_a_comment_created_on_the_erased_note_later_is_stored_redacted_and_so_are_its_edits(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A comment names its note only when created: its edit is caught by its id, which the
+    tombstone took when the creation arrived."""
+    erased_note(settings, tmp_path)
+    late = "6510cc00000000000000c0de"
+    create = make_block("note_comment_create", comment_id=late, event_detail=[
+        _detail("object_id", NOTE), _detail("description", f"late {MARK}")])  # fmt: skip
+    edit = make_block("note_comment_update_data", comment_id=late, action_time=1669200900.0,
+                      event_detail=[_detail("description", f"edited late {MARK}")])  # fmt: skip
+    backend(settings).append_bodies([make_body(create)])
+    backend(settings).append_bodies([make_body(edit)])
+    assert MARK not in log_text(settings)
+    report = verify(settings)
+    assert report.ok and report.events.erased == {1: [1, 2, 4, 5, 6, 7]}
+
+
+def test_erase_merchant_leaves_nothing_of_its_text_and_a_later_event_is_stored_redacted(
+    settings: Settings, tmp_path: Path
+) -> None:
+    log = backend(settings)
+    log.append_bodies(note_bodies())
+    log.append_bodies(note_bodies("6510aa00000000000000f00d", OTHER_MERCHANT, OTHER_MARK))
+    assert erase(settings, tmp_path, "--merchant", MERCHANT) == 0
+    assert MARK not in log_text(settings) and OTHER_MARK in log_text(settings)
+    later = make_block(note_id="6510aa00000000000000e00e", event_detail=[
+        _detail("description", f"later {MARK}")])  # fmt: skip
+    log.append_bodies([make_body(later)])
+    assert MARK not in log_text(settings)
+    assert f"{MARKER_PREFIX}1, " in log_text(settings)
+    assert verify(settings).ok
+    assert OTHER_MARK in views_text(settings) and MARK not in views_text(settings)
+
+
+def test_older_than_redacts_only_older_events_and_leaves_no_tombstone(
+    settings: Settings, tmp_path: Path
+) -> None:
+    now = time.time()
+    old = make_block(note_id=NOTE, action_time=now - 400 * 86_400,
+                     event_detail=[_detail("description", f"old {MARK}")])  # fmt: skip
+    new = make_block("note_update_data", note_id=NOTE, action_time=now - 10 * 86_400,
+                     event_detail=[_detail("description", f"new {OTHER_MARK}")])  # fmt: skip
+    log = backend(settings)
+    log.append_bodies([make_body(old, new)])
+    assert erase(settings, tmp_path, "--older-than", "365") == 0
+    text = log_text(settings)
+    assert MARK not in text and OTHER_MARK in text
+    again = make_block(note_id=OTHER_NOTE, action_time=now - 500 * 86_400,
+                       event_detail=[_detail("description", f"kept {MARK}")])  # fmt: skip
+    log.append_bodies([make_body(again)])
+    assert f"kept {MARK}" in log_text(settings)  # no tombstone: later events are kept
+    report = verify(settings)
+    assert report.ok and report.events.erased == {1: [1]}
+    assert f"new {OTHER_MARK}" in views_text(settings) and f"old {MARK}" not in views_text(settings)
+
+
+def test_the_views_after_the_erasure_hold_no_trace_of_the_note(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Erased events fold into nothing: the note, its comment and its mention are gone from
+    every view (not left as an empty note); the other note is as it was."""
+    backend(settings).append_bodies(note_bodies())
+    rebuild_views(settings)
+    assert MARK in views_text(settings) and NOTE in views_text(settings)
+    erase(settings, tmp_path, "--note", NOTE, "--merchant", MERCHANT)
+    text = views_text(settings)
+    assert MARK not in text and PHONE not in text
+    assert NOTE not in text and COMMENT not in text
+    assert OTHER_NOTE in text
+
+
+def test_erase_asks_first_and_erases_nothing_unless_told_yes(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backend(settings).append_bodies(note_bodies())
+    assert erase(settings, tmp_path, "--note", NOTE, "--merchant", MERCHANT, answer="no") == 1
+    out = capsys.readouterr().out
+    assert "4 events, 4 requests, 0 quarantine" in out and "nothing erased" in out
+    assert MARK in log_text(settings)
+    assert verify(settings).erasures is not None and verify(settings).erasures.rows == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.backends("postgresql")
+def test_the_service_role_cannot_perform_the_erasure_update(
+    pg_database: Any, tmp_path: Path
+) -> None:
+    owner_url = pg_database.url
+    service = pg_database.role("service")
+    with psycopg.connect(owner_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'svc'").format(sql.Identifier(service))
+        )
+        pg_schema.migrate(admin, service=service)
+    settings = Settings(data_dir=tmp_path / "data", database_url=owner_url, apps=SECRETS)
+    backend(settings).append_bodies(note_bodies())
+    assert erase(settings, tmp_path, "--merchant", MERCHANT) == 0
+    service_url = pg_database.url_as(service, "svc")
+    with psycopg.connect(service_url, autocommit=True) as conn:
+        for statement in (
+            f"UPDATE events SET block = '{MARKER_PREFIX}1, \"x\": 1}}' WHERE seq = 3",
+            "UPDATE erasures SET reason = 'x'",
+            "INSERT INTO erasures (id, at, reason, counts, hash) VALUES (9, 0, 'r', '{}', 'h')",
+        ):
+            with pytest.raises(errors.InsufficientPrivilege), conn.transaction():
+                conn.execute("SELECT set_config('notestore.erasure', '1', true)")
+                conn.execute(statement.encode())
