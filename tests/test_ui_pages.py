@@ -47,6 +47,8 @@ async def test_the_status_chart_counts_only_the_tokens_merchants(client, setting
         page = await (await client.get("/ui/status")).text()
         assert f'<desc id="chart-desc">{counted} events in 30 days' in page, token
         assert page.count('class="bar"') == 30
+        # the log's counts span every merchant: only a "*" token sees them
+        assert ("37 events, 3 requests, 1 quarantined" in page) == (token == "ops-token")
 
 
 async def test_events_fall_on_the_day_they_were_received_on_either_backend(client, settings):
