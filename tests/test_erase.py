@@ -23,7 +23,7 @@ from eventlog.redaction import MARKER_PREFIX
 from eventlog.verify import VerifyReport, verify_log
 from projections.store import VIEWS_SCHEMA
 from tests.helpers import MERCHANT, SECRETS, make_block, make_body
-from tests.ops_kit import Backend
+from tests.ops_kit import Backend, delivery_of
 from tests.server import write_config
 
 pytestmark = pytest.mark.backends("sqlite", "postgresql")
@@ -328,20 +328,31 @@ def test_erase_asks_first_and_erases_nothing_unless_told_yes(
 
 
 @pytest.mark.backends("postgresql")
-def test_the_service_role_cannot_perform_the_erasure_update(
+def test_the_owner_erases_while_the_service_role_cannot_perform_the_update(
     pg_database: Any, tmp_path: Path
 ) -> None:
-    owner_url = pg_database.url
-    service = pg_database.role("service")
-    with psycopg.connect(owner_url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'svc'").format(sql.Identifier(service))
-        )
-        pg_schema.migrate(admin, service=service)
-    settings = Settings(data_dir=tmp_path / "data", database_url=owner_url, apps=SECRETS)
-    backend(settings).append_bodies(note_bodies())
-    assert erase(settings, tmp_path, "--merchant", MERCHANT) == 0
-    service_url = pg_database.url_as(service, "svc")
+    """As deployed: migrate and erase as the owner (--database-url), serve's role appends
+    and owns the views (rebuilt through the configured URL); that role is refused the
+    erasure's UPDATE even in a transaction naming the erasure, and cannot record one."""
+    owner, service = pg_database.role("owner"), pg_database.role("service")
+    with psycopg.connect(pg_database.url, autocommit=True) as admin:
+        pg_schema.create_roles(admin, owner, service, "svc-pw", owner_password="owner-pw")
+        admin.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+            sql.Identifier(pg_database.name), sql.Identifier(owner)))  # fmt: skip
+    owner_url = pg_database.url_as(owner, "owner-pw")
+    service_url = pg_database.url_as(service, "svc-pw")
+    config = write_config(tmp_path, SECRETS, database_url=service_url)
+    assert main(["migrate", "--config", str(config), "--database-url", owner_url,
+                 "--service-role", service]) == 0  # fmt: skip
+    settings = Settings(data_dir=tmp_path / "data", database_url=service_url, apps=SECRETS)
+    store = settings.storage.log_store()
+    store.append([delivery_of(body) for body in note_bodies()])
+    store.close()
+    rebuild_views(settings)
+    assert main(["erase", "--config", str(config), "--database-url", owner_url, "--merchant",
+                 MERCHANT, "--reason", "contract ended", "--yes"]) == 0  # fmt: skip
+    assert MARK not in log_text(settings) and MARK not in views_text(settings)
+    assert verify(settings).ok
     with psycopg.connect(service_url, autocommit=True) as conn:
         for statement in (
             f"UPDATE events SET block = '{MARKER_PREFIX}1, \"x\": 1}}' WHERE seq = 3",
