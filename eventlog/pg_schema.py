@@ -27,6 +27,8 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
+from eventlog.redaction import MARKER_PREFIX
+
 SCHEMA = "public"
 LOG_TABLES: tuple[str, ...] = ("requests", "events", "quarantine", "quarantine_replays")
 # The erasures (eventlog.erase), append-only as well: the owner writes them; the service
@@ -188,7 +190,7 @@ MIGRATIONS: list[str] = [
                 allowed := EXISTS (SELECT 1 FROM erased_rows r
                     JOIN erasures e ON e.id = r.erasure_id
                     WHERE r.log_table = 'events' AND r.row_key = OLD.seq AND e.id::text = named
-                    AND starts_with(NEW.block, '{ "erased": ' || e.id || ', ')
+                    AND starts_with(NEW.block, '@MARKER@' || e.id || ', ')
                     AND (e.merchant_id IS NULL OR e.merchant_id = OLD.merchant_id)
                     AND (e.note_id IS NULL OR EXISTS (SELECT 1 FROM tombstones t
                         WHERE t.erasure_id = e.id AND t.entity_id IN (OLD.note_id, OLD.entity_id)))
@@ -197,7 +199,7 @@ MIGRATIONS: list[str] = [
                 allowed := EXISTS (SELECT 1 FROM erased_rows r
                     JOIN erasures e ON e.id = r.erasure_id
                     WHERE r.log_table = 'requests' AND r.row_key = OLD.id AND e.id::text = named
-                    AND position(convert_to('{ "erased": ' || e.id || ', ', 'UTF8') IN NEW.body) > 0
+                    AND position(convert_to('@MARKER@' || e.id || ', ', 'UTF8') IN NEW.body) > 0
                     AND (e.merchant_id IS NULL
                          OR position(convert_to(e.merchant_id, 'UTF8') IN OLD.body) > 0)
                     AND (e.note_id IS NULL OR EXISTS (SELECT 1 FROM tombstones t
@@ -208,7 +210,7 @@ MIGRATIONS: list[str] = [
                     JOIN erasures e ON e.id = r.erasure_id
                     WHERE r.log_table = 'quarantine' AND r.row_key = OLD.id
                     AND e.id::text = named
-                    AND starts_with(NEW.payload, '{ "erased": ' || e.id || ', ')
+                    AND starts_with(NEW.payload, '@MARKER@' || e.id || ', ')
                     AND (e.merchant_id IS NULL OR strpos(OLD.payload, e.merchant_id) > 0)
                     AND (e.note_id IS NULL OR EXISTS (SELECT 1 FROM tombstones t
                         WHERE t.erasure_id = e.id AND strpos(OLD.payload, t.entity_id) > 0)));
@@ -222,7 +224,7 @@ MIGRATIONS: list[str] = [
                 HINT = 'only a recorded erasure may replace a row''s content by its marker';
     END;
     $$;
-    """
+    """.replace("@MARKER@", MARKER_PREFIX)  # eventlog.redaction: the marker's first characters
     + "".join(_ERASURE_ONLY.format(table=table) for table in ("events", "requests", "quarantine"))
     + "".join(_APPEND_ONLY.format(table=table) for table in ERASURE_TABLES),
 ]
