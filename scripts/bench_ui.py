@@ -43,6 +43,7 @@ from benchlib import (  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.queries.scope import EVERYTHING  # noqa: E402
+from app.serve import settle_gc  # noqa: E402
 from app.ui import render  # noqa: E402
 from app.ui.pages import _note_page  # noqa: E402
 from projections.storage import Storage  # noqa: E402
@@ -90,6 +91,7 @@ def in_process(storage: Storage, samples: int) -> list[float]:
     render.install_filters(env)
     template = env.get_template("note.html")
     views, log = storage.views(), storage.log_reader()
+    settle_gc()  # as serve does: start-up objects frozen, young collections less often
     extra = {"csrf": "x", "signed_in": True, "everything": True, "path": "/", "note_url": "/"}
     times = []
     try:
