@@ -49,7 +49,17 @@ _ENTITY_TAIL = {
 SCHEMAS: dict[str, Any] = {
     "Error": _obj({"error": STR}),
     "Ambiguous": _obj({"error": STR, "merchants": {"type": "array", "items": NULLABLE_STR}}),
-    "DeliveryAnswer": _obj({"accepted": INT, "duplicates": INT, "quarantined": INT}),
+    "DeliveryAnswer": {
+        **_obj({"accepted": INT, "duplicates": INT, "quarantined": INT}),
+        "properties": {
+            "accepted": INT,
+            "duplicates": INT,
+            "quarantined": INT,
+            # kept in the spool while the log could not commit: drained into it later, where
+            # duplicates and conflicts are settled (accepted counts the valid blocks)
+            "spooled": {"type": "boolean", "const": True},
+        },
+    },
     "Online": _obj({"status": {"const": "ok"}}),
     "Health": {
         "type": "object",
@@ -295,7 +305,11 @@ PATHS: dict[str, Any] = {
                 },
             },
             "responses": {
-                "200": _json("DeliveryAnswer", "stored durably (or quarantined)"),
+                "200": _json(
+                    "DeliveryAnswer",
+                    "stored durably in the log, or in the local spool when the log cannot"
+                    " commit in time (spooled: true), or quarantined",
+                ),
                 **_errors(401, 413, 503),
             },
         },

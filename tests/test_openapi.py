@@ -15,6 +15,7 @@ from openapi_spec_validator import validate
 
 from app.openapi import document
 from app.signing import SIGNATURE_HEADER
+from eventlog.spool import SPOOL_FILE
 from tests.helpers import (
     MERCHANT,
     make_block,
@@ -165,13 +166,27 @@ async def test_webhook_answers_match_the_document(client):
 
 
 async def test_the_503s_carry_retry_after_as_documented(client, settings):
-    """A log that cannot commit (a trigger refusing inserts, as a full disk would)."""
+    """A log that cannot commit (a trigger refusing inserts, as a full disk would): the
+    delivery is spooled (200, documented); once the spool refuses too, 503s."""
     await signed_post(client, make_body())  # the log exists
     conn = sqlite3.connect(settings.events_path, isolation_level=None)
     conn.execute(
         "CREATE TRIGGER full_disk BEFORE INSERT ON requests BEGIN SELECT RAISE(ABORT, 'full'); END"
     )
+    spool = sqlite3.connect(settings.spool_path / SPOOL_FILE, isolation_level=None)
     try:
+        raw = json.dumps(make_body()).encode()
+        resp = await client.post(
+            "/webhooks/mobio", data=raw, headers={SIGNATURE_HEADER: signature(raw)}
+        )
+        assert resp.status == 200 and (await resp.json())["spooled"] is True
+        check(document(), "/webhooks/mobio", "post", resp, await resp.json())
+        resp = await client.get("/healthz")  # degraded: the spool holds a delivery
+        assert resp.status == 200 and (await resp.json())["status"] == "degraded"
+        check(document(), "/healthz", "get", resp, await resp.json())
+        spool.execute(
+            "CREATE TRIGGER full_disk BEFORE INSERT ON spooled BEGIN SELECT RAISE(ABORT, 'full'); END"
+        )
         raw = json.dumps(make_body()).encode()
         resp = await client.post(
             "/webhooks/mobio", data=raw, headers={SIGNATURE_HEADER: signature(raw)}
@@ -184,6 +199,8 @@ async def test_the_503s_carry_retry_after_as_documented(client, settings):
     finally:
         conn.execute("DROP TRIGGER full_disk")
         conn.close()
+        spool.execute("DROP TRIGGER IF EXISTS full_disk")
+        spool.close()
 
 
 def test_the_webhook_is_documented_as_signed_bytes():
