@@ -10,6 +10,7 @@ full-text index beside search_docs is projections/search_index.py.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ from projections.base import (
 )
 from projections.fold import EntityState
 from projections.textfold import indexed_words, plain_text
+from projections.values import canonical_field
 
 
 def _chunks(ids: Iterable[str]) -> Iterable[list[str]]:
@@ -122,6 +124,22 @@ def document(note: EntityState, comments: list[str]) -> Document | None:
     return (note.last_action_time or 0.0, words, text, doc_text(item))
 
 
+# The fields a document is made of: the fold keeps only these (the same registers, from
+# the same diff items, as a fold of every field; no set field, so far less to fold and store)
+KEPT = frozenset({"description", "information", "object_id", "created_by"})
+
+
+def _slim(event: LogEvent) -> LogEvent:
+    """The event with only the diff items of KEPT fields (aliases folded)."""
+    detail = event.data_event.get("event_detail") or ()
+    kept = [item for item in detail if canonical_field(item["field_key"]) in KEPT]
+    if len(kept) == len(detail):
+        return event
+    slim = copy.copy(event)
+    slim.__dict__["data_event"] = {"event_detail": kept}  # (data_event is a cached_property)
+    return slim
+
+
 COMMENT = "\x00"  # a comment's key in a batch: (merchant, COMMENT + id); no id holds a NUL
 
 
@@ -139,7 +157,7 @@ class SearchProjector(EntityProjector):
     batch of held states mixes notes and comments, each comment under COMMENT + its id."""
 
     name = search_index.NAME
-    version = 1
+    version = 2  # 2: only the fields of a document are folded
     event_types = NOTE_EVENTS | COMMENT_EVENTS
     tables = ("search_notes", "search_comments", "search_docs")
     state_table, key_column = "search_notes", "note_id"
@@ -214,7 +232,7 @@ class SearchProjector(EntityProjector):
         for event in events:
             if event.entity_id is not None:
                 try:
-                    states[_key(event)].fold(event)
+                    states[_key(event)].fold(_slim(event))
                 except Exception as exc:
                     raise ProjectionFailed(self.name, event, exc) from exc
 
