@@ -10,9 +10,9 @@ full-text index beside search_docs is projections/search_index.py.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from eventlog.dbapi import Connection
 from eventlog.models import COMMENT_EVENTS, NOTE_EVENTS
@@ -31,7 +31,7 @@ from projections.base import (
 )
 from projections.fold import EntityState
 from projections.textfold import indexed_words, plain_text
-from projections.values import canonical_field
+from projections.values import ALIASES
 
 
 def _chunks(ids: Iterable[str]) -> Iterable[list[str]]:
@@ -129,15 +129,27 @@ def document(note: EntityState, comments: list[str]) -> Document | None:
 KEPT = frozenset({"description", "information", "object_id", "created_by"})
 
 
+_KEPT_KEYS = KEPT | {alias for alias, name in ALIASES.items() if name in KEPT}
+
+
+@dataclass(slots=True)
+class _Slim:
+    """What EntityState.fold reads of a LogEvent, with only the diff items of KEPT fields."""
+
+    event_type: str
+    action_time: float
+    stamp: tuple[float, str]
+    data_event: dict[str, Any]
+
+
 def _slim(event: LogEvent) -> LogEvent:
-    """The event with only the diff items of KEPT fields (aliases folded)."""
+    """The event as the search fold sees it: only the diff items of KEPT fields."""
     detail = event.data_event.get("event_detail") or ()
-    kept = [item for item in detail if canonical_field(item["field_key"]) in KEPT]
+    kept = [item for item in detail if item["field_key"] in _KEPT_KEYS]
     if len(kept) == len(detail):
         return event
-    slim = copy.copy(event)
-    slim.__dict__["data_event"] = {"event_detail": kept}  # (data_event is a cached_property)
-    return slim
+    return cast(LogEvent, _Slim(event.event_type, event.action_time, event.stamp,
+                                {"event_detail": kept}))  # fmt: skip
 
 
 COMMENT = "\x00"  # a comment's key in a batch: (merchant, COMMENT + id); no id holds a NUL
