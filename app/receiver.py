@@ -85,7 +85,7 @@ async def _receive(request: web.Request, started: float) -> web.Response:
         body=body,
         intake=intake,
     )
-    if request.app[DRAINER].active:  # the spool is draining: after those, in order
+    if request.app[DRAINER].first:  # the spool is draining: after those, in order
         return json_response(await spooling.keep(request, delivery, None))
     try:
         outcome = await request.app[WRITER].append(

@@ -103,6 +103,8 @@ async def keep(request: web.Request, delivery: Delivery, error: str | None) -> d
     the answer it gets; Unavailable (503) if the spool cannot keep it either."""
     app = request.app
     intake = delivery.intake
+    drainer = app[DRAINER]
+    drainer.spooling += 1  # a delivery arriving meanwhile queues behind this one
     try:
         await app[SPOOL_WRITER].append(delivery)
     except LogUnavailable as exc:
@@ -115,7 +117,9 @@ async def keep(request: web.Request, delivery: Delivery, error: str | None) -> d
         raise Unavailable(
             "neither the log nor the spool can keep this delivery right now; nothing was stored"
         ) from None
-    app[DRAINER].spooled()
+    finally:
+        drainer.spooling -= 1
+    drainer.spooled()
     app[SPOOLED].inc()
     log.warning(
         "delivery_spooled", request_id=intake.request_id, app_id=delivery.app_id,

@@ -62,6 +62,7 @@ class Drainer:
         self._on_drained = on_drained
         self._wake = asyncio.Event()
         self._puts = 0  # deliveries spooled by this process: tells a stale "empty" apart
+        self.spooling = 0  # spool writes in progress: those come before any new delivery
         self.stats = spool.stats()
         self.active = self.stats.waiting > 0  # spool first: the log takes them in order
 
@@ -69,6 +70,11 @@ class Drainer:
         """The spool's figures now (they are otherwise as of the last drain)."""
         self.stats = await asyncio.to_thread(self.spool.stats)
         return self.stats
+
+    @property
+    def first(self) -> bool:
+        """Whether a new delivery must go to the spool, behind those already there."""
+        return self.active or self.spooling > 0
 
     def spooled(self) -> None:
         """A delivery was just spooled: keep spooling until the drainer empties it."""
@@ -92,7 +98,7 @@ class Drainer:
             delay = BACKOFF_S[0]
             if drained:
                 continue
-            if self._puts == puts and self.stats.waiting == 0:
+            if self._puts == puts and self.stats.waiting == 0 and not self.spooling:
                 self.active = False
             await _wait(stop, IDLE_S, self._wake)
         await self._close_store()

@@ -26,6 +26,7 @@ import orjson
 from eventlog.append import Delivery, Outcome
 from eventlog.intake import read_body
 from eventlog.transactions import immediate
+from eventlog.writer import LogUnavailable
 
 SPOOL_FILE = "spool.db"
 BUSY_TIMEOUT_MS = 5000
@@ -46,7 +47,7 @@ CREATE TABLE IF NOT EXISTS spooled (
 """
 
 
-class SpoolFull(Exception):
+class SpoolFull(LogUnavailable):
     """The spool holds spool_max_bytes already: the delivery cannot be kept."""
 
 
@@ -102,29 +103,39 @@ class Spool:
         self._lock = threading.Lock()
         self._bytes = spool_stats(self.conn).bytes  # kept as rows come and go: no scan per write
 
-    def append(self, deliveries: list[Delivery]) -> list[Outcome]:
-        """Keep every delivery durably, in one transaction; or raise (nothing kept)."""
-        incoming = sum(len(d.body) for d in deliveries)
-        rows = [
-            (
-                d.received_at, d.app_id, d.secret_fingerprint, d.signature,
-                _merchants_json(d.intake.allowed_merchants), d.body,
-            )
-            for d in deliveries
-        ]  # fmt: skip
+    def append(self, deliveries: list[Delivery]) -> list[Outcome | Exception]:
+        """Keep the deliveries durably, in one transaction, as many as spool_max_bytes
+        lets in (in order); each one past it is answered SpoolFull. Raises (nothing kept)
+        if the transaction fails."""
         with self._lock:
-            if self._bytes + incoming > self.max_bytes:
-                raise SpoolFull(f"the spool holds spool_max_bytes ({self.max_bytes} bytes)")
-            with immediate(self.conn):
-                self.conn.executemany(
-                    "INSERT INTO spooled (received_at, app_id, secret_fingerprint, signature,"
-                    " merchants, body) VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,
+            room = self.max_bytes - self._bytes
+            kept = []
+            for d in deliveries:
+                if len(d.body) > room:
+                    break  # the rest too: they must not overtake this one in the spool
+                room -= len(d.body)
+                kept.append(d)
+            rows = [
+                (
+                    d.received_at, d.app_id, d.secret_fingerprint, d.signature,
+                    _merchants_json(d.intake.allowed_merchants), d.body,
                 )
-            self._bytes += incoming
+                for d in kept
+            ]  # fmt: skip
+            if rows:
+                with immediate(self.conn):
+                    self.conn.executemany(
+                        "INSERT INTO spooled (received_at, app_id, secret_fingerprint,"
+                        " signature, merchants, body) VALUES (?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                self._bytes += sum(len(d.body) for d in kept)
+        full = SpoolFull(f"the spool holds spool_max_bytes ({self.max_bytes} bytes)")
         return [
             Outcome(accepted=len(d.intake.events), quarantined=len(d.intake.rejected))
-            for d in deliveries
+            if i < len(kept)
+            else full
+            for i, d in enumerate(deliveries)
         ]
 
     def oldest(self, limit: int) -> list[Spooled]:

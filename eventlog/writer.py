@@ -48,9 +48,10 @@ class CommitTimeout(LogUnavailable):
 
 
 class Appender(Protocol):
-    """What the writer batches into: a log store (eventlog.store.LogStore), or the spool."""
+    """What the writer batches into: a log store (eventlog.store.LogStore), or the spool
+    (which may answer some deliveries of a batch with an exception of their own)."""
 
-    def append(self, deliveries: list[Delivery]) -> list[Outcome]: ...
+    def append(self, deliveries: list[Delivery]) -> Sequence[Outcome | Exception]: ...
 
     def close(self) -> None: ...
 
@@ -121,6 +122,8 @@ class GroupCommitWriter:
             async with asyncio.timeout(timeout):
                 return await future  # on the deadline, the future is cancelled: unanswered
         except TimeoutError:
+            if future.done() and not future.cancelled():  # answered as the deadline passed
+                return future.result()  # (or raises the LogUnavailable it was answered)
             with self._claims:
                 in_flight = item.state == "taken"
                 item.state = "taken" if in_flight else "withdrawn"

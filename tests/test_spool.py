@@ -26,7 +26,7 @@ from eventlog.intake import read_body
 from eventlog.pg_log import APPEND_LOCK
 from eventlog.spool import Spool, read_stats
 from eventlog.verify import verify_log
-from eventlog.writer import GroupCommitWriter
+from eventlog.writer import GroupCommitWriter, LogUnavailable
 from projections.storage import POSTGRESQL
 from tests.helpers import APP_A, make_block, make_body, signed_post, wait_for
 
@@ -121,9 +121,9 @@ async def test_while_the_spool_drains_new_deliveries_queue_behind_it(
     client = await aiohttp_client(create_app(settings))
     with log_held(settings):
         assert (await signed_post(client, make_body(make_block(note_id="a"))))[1]["spooled"]
-    drainer = client.app[_drainer_key()]
-    assert drainer.active
-    await signed_post(client, make_body(make_block(note_id="b")))
+        assert client.app[_drainer_key()].first  # the next one goes to the spool too
+        status, answer = await signed_post(client, make_body(make_block(note_id="b")))
+        assert (status, answer["spooled"]) == (200, True)
     await wait_for(lambda: spool_depth(settings) == 0, 30, "the spool drained")
     rows = log_rows(settings, "SELECT note_id FROM events ORDER BY seq")
     assert [r[0] for r in rows] == ["a", "b"]
@@ -265,3 +265,20 @@ def _refuse_signature(settings: Settings, signature: str) -> None:
         )
         conn.commit()
         conn.close()
+
+
+async def test_a_spool_near_full_keeps_what_fits_of_a_batch_and_refuses_only_the_rest(
+    tmp_path: Path,
+) -> None:
+    """Past spool_max_bytes, each delivery that does not fit is refused on its own (in
+    order: none overtakes one refused before it); the ones before it are kept."""
+    now = time.time()
+    batch = [_delivery(f"n-{i}", now + i) for i in range(5)]
+    room = sum(len(d.body) for d in batch[:3]) + len(batch[3].body) // 2
+    spool = Spool(tmp_path / "spool", room)
+    results = spool.append(batch)
+    assert [type(r).__name__ for r in results] == ["Outcome"] * 3 + ["SpoolFull"] * 2
+    assert all(isinstance(r, LogUnavailable) for r in results[3:])
+    assert [i.delivery.body for i in spool.oldest(10)] == [d.body for d in batch[:3]]
+    spool.remove([i.id for i in spool.oldest(1)])  # room again for the next one
+    assert type(spool.append(batch[3:4])[0]).__name__ == "Outcome"
