@@ -69,6 +69,114 @@ def _scope_named_in(column: str) -> str:
     )
 
 
+def _not_marker(column: str) -> str:
+    """SQL: OLD's content is not a marker already (a row is redacted once)."""
+    prefix = f"CAST('{MARKER_PREFIX}' AS BLOB)"
+    return f"substr(CAST(OLD.{column} AS BLOB), 1, length({prefix})) IS NOT {prefix}"
+
+
+def _names_exactly(column: str, what: str) -> str:
+    """SQL: OLD's content names `what` as a whole JSON string ("m1", never inside "m10")."""
+    return _mentions(column, f"'\"' || {what} || '\"'")
+
+
+def _exact_scope(column: str) -> str:
+    """Step 5: the erasure's merchant and one of its entities, each named as a whole JSON
+    string, in content the database cannot read as events (a body, a payload)."""
+    return (
+        f"(e.merchant_id IS NULL OR {_names_exactly(column, 'e.merchant_id')})"
+        " AND (e.note_id IS NULL OR EXISTS (SELECT 1 FROM tombstones t WHERE t.erasure_id = e.id"
+        f" AND {_names_exactly(column, 't.entity_id')}))"
+    )
+
+
+def _older_blocks(text: str) -> str:
+    """SQL: an envelope (`text`) holds a block whose action_time is before e.before."""
+    return (
+        f"(CASE WHEN NOT json_valid({text}) THEN 0"
+        f" WHEN json_type({text}, '$.block_event') IS NOT 'array' THEN 0"
+        f" ELSE EXISTS (SELECT 1 FROM json_each({text}, '$.block_event') b"
+        " WHERE json_type(b.value, '$.data_event.action_time') IN ('integer', 'real')"
+        " AND json_extract(b.value, '$.data_event.action_time') < e.before) END)"
+    )
+
+
+def _spliced(column: str) -> str:
+    """SQL: NEW's content is the old envelope with blocks spliced out (valid JSON, as many
+    blocks as before, holding the erasure's marker). CASE: a JSON function given text that
+    is not JSON raises an error rather than answering false."""
+    new, old = f"CAST(NEW.{column} AS TEXT)", f"CAST(OLD.{column} AS TEXT)"
+    marker = f"'{MARKER_PREFIX}' || e.id || ', '"
+    return (
+        f"(instr(CAST(NEW.{column} AS BLOB), CAST({marker} AS BLOB)) > 0"
+        f" AND CASE WHEN json_valid({new}) THEN json_type({new}, '$.block_event') IS 'array'"
+        f" AND json_array_length({new}, '$.block_event')"
+        f" = json_array_length({old}, '$.block_event') ELSE 0 END)"
+    )
+
+
+def _envelope_or_whole(column: str) -> str:
+    """SQL: an envelope of blocks (OLD) may only be spliced; anything else becomes a marker."""
+    old = f"CAST(OLD.{column} AS TEXT)"
+    return (
+        f"(CASE WHEN NOT json_valid({old}) THEN {_whole_marker(column)}"
+        f" WHEN json_type({old}, '$.block_event') IS 'array' THEN {_spliced(column)}"
+        f" ELSE {_whole_marker(column)} END)"
+    )
+
+
+def _whole_marker(column: str) -> str:
+    marker = f"'{MARKER_PREFIX}' || e.id || ', '"
+    return (
+        f"(substr(CAST(NEW.{column} AS BLOB), 1, length(CAST({marker} AS BLOB)))"
+        f" = CAST({marker} AS BLOB))"
+    )
+
+
+def _redaction_only(table: str, key: str, columns: tuple[str, ...], allowed: str) -> str:
+    """Step 5's UPDATE trigger: only the content changes, a row not redacted yet, recorded
+    in erased_rows by an erasure for which `allowed` holds (e: the erasure). The digest of
+    the new content cannot be checked in a trigger here (no sha256 in SQLite): `verify`
+    checks it, and the marker's shape, against the erasure's record and scope."""
+    content = columns[-1]
+    unchanged = (*columns[:-1], "hash") if table != "quarantine" else columns[:-1]
+    return f"""
+    DROP TRIGGER {table}_no_update;
+    CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table}
+    WHEN NOT ({_same(unchanged)} AND {_not_marker(content)} AND EXISTS (
+        SELECT 1 FROM erased_rows r JOIN erasures e ON e.id = r.erasure_id
+        WHERE r.log_table = '{table}' AND r.row_key = OLD.{key} AND {allowed}))
+    BEGIN SELECT RAISE(ABORT, 'the event log is append-only: {table} rows cannot be updated'); END;
+    """
+
+
+_EVENT_REDACTION = (
+    f"{_whole_marker('block')}"
+    " AND CASE WHEN json_valid(NEW.block)"
+    " THEN json_extract(NEW.block, '$.message_id') IS OLD.message_id"
+    " AND json_extract(NEW.block, '$.event_type') IS OLD.event_type ELSE 0 END"
+    " AND (e.merchant_id IS NULL OR e.merchant_id = OLD.merchant_id)"
+    " AND (e.note_id IS NULL OR EXISTS (SELECT 1 FROM tombstones t WHERE t.erasure_id = e.id"
+    "      AND t.entity_id IN (OLD.note_id, OLD.entity_id)))"
+    " AND (e.before IS NULL OR OLD.action_time < e.before)"
+)
+_REQUEST_REDACTION = (
+    f"{_envelope_or_whole('body')}"
+    f" AND (e.before IS NULL OR {_older_blocks('CAST(OLD.body AS TEXT)')})"
+    f" AND (e.before IS NOT NULL OR ({_exact_scope('body')}))"
+)
+_QUARANTINE_REDACTION = (
+    f"(CASE WHEN OLD.kind = 'block' THEN {_whole_marker('payload')}"
+    f" ELSE {_envelope_or_whole('payload')} END)"
+    " AND (e.before IS NULL OR CASE WHEN OLD.kind = 'block' THEN"
+    "      CASE WHEN json_valid(OLD.payload) THEN"
+    "      json_type(OLD.payload, '$.data_event.action_time') IN ('integer', 'real')"
+    "      AND json_extract(OLD.payload, '$.data_event.action_time') < e.before ELSE 0 END"
+    f"      ELSE {_older_blocks('OLD.payload')} END)"
+    f" AND (e.before IS NOT NULL OR ({_exact_scope('payload')}))"
+)
+
+
 MIGRATIONS: list[str] = [
     # 1: requests, events, quarantine
     """
@@ -226,6 +334,13 @@ MIGRATIONS: list[str] = [
     )  # fmt: skip
     + _erasure_only("requests", "id", chain.REQUEST_COLUMNS, _scope_named_in("body"))
     + _erasure_only("quarantine", "id", _QUARANTINE_COLUMNS, _scope_named_in("payload")),
+    # 5: the erasure's UPDATE, tightened: a row already redacted is not rewritten; ids are
+    # matched exactly (whole JSON strings, not substrings); a body or a body payload may only
+    # become the same envelope with blocks spliced out (a whole marker only when it cannot be
+    # read); an --older-than erasure only touches what holds an event older than its date
+    _redaction_only("events", "seq", chain.EVENT_COLUMNS, _EVENT_REDACTION)
+    + _redaction_only("requests", "id", chain.REQUEST_COLUMNS, _REQUEST_REDACTION)
+    + _redaction_only("quarantine", "id", _QUARANTINE_COLUMNS, _QUARANTINE_REDACTION),
 ]
 
 

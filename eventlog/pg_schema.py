@@ -227,6 +227,124 @@ MIGRATIONS: list[str] = [
     """.replace("@MARKER@", MARKER_PREFIX)  # eventlog.redaction: the marker's first characters
     + "".join(_ERASURE_ONLY.format(table=table) for table in ("events", "requests", "quarantine"))
     + "".join(_APPEND_ONLY.format(table=table) for table in ERASURE_TABLES),
+    # 4: the erasure's UPDATE, tightened (eventlog.migrations step 5 on SQLite): the new
+    # content must have the digest its erased_rows record holds (sha256); a row already
+    # redacted is not rewritten; ids are matched exactly (whole JSON strings, not
+    # substrings); a body or a body payload may only become the same envelope with blocks
+    # spliced out (a whole marker only when it is not one); an --older-than erasure only
+    # touches what holds an event older than its date
+    """
+    CREATE FUNCTION log_json(content bytea) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
+    BEGIN
+        RETURN convert_from(content, 'UTF8')::jsonb;
+    EXCEPTION WHEN others THEN
+        RETURN NULL;  -- not JSON (or not text PostgreSQL can read as JSON)
+    END;
+    $$;
+    CREATE FUNCTION log_older_blocks(doc jsonb, before double precision) RETURNS boolean
+    LANGUAGE plpgsql IMMUTABLE AS $$
+    BEGIN
+        IF doc IS NULL OR jsonb_typeof(doc -> 'block_event') IS DISTINCT FROM 'array' THEN
+            RETURN false;
+        END IF;
+        RETURN EXISTS (SELECT 1 FROM jsonb_array_elements(doc -> 'block_event') b
+            WHERE jsonb_typeof(b #> '{data_event,action_time}') = 'number'
+            AND (b #>> '{data_event,action_time}')::double precision < before);
+    END;
+    $$;
+    CREATE OR REPLACE FUNCTION log_allow_erasure() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        content text := CASE TG_TABLE_NAME WHEN 'events' THEN 'block'
+            WHEN 'requests' THEN 'body' ELSE 'payload' END;
+        named text := current_setting('notestore.erasure', true);
+        prefix bytea := convert_to('@MARKER@', 'UTF8');
+        old_b bytea;
+        new_b bytea;
+        old_doc jsonb;
+        new_doc jsonb;
+        target bigint;
+        e erasures%ROWTYPE;
+        recorded text;
+        marker bytea;
+        whole boolean;
+        -- a quarantined block (its kind read through to_jsonb: requests have no kind)
+        is_block boolean := TG_TABLE_NAME = 'quarantine' AND to_jsonb(OLD) ->> 'kind' = 'block';
+        allowed boolean := false;
+    BEGIN
+        IF coalesce(named, '') = '' THEN
+            -- no erasure named: log_refuse_change refused the statement already,
+            -- unless a superuser disabled it (and could as well drop this trigger)
+            RETURN NEW;
+        END IF;
+        IF TG_TABLE_NAME = 'events' THEN
+            old_b := convert_to(OLD.block, 'UTF8');
+            new_b := convert_to(NEW.block, 'UTF8');
+            target := OLD.seq;
+        ELSIF TG_TABLE_NAME = 'requests' THEN
+            old_b := OLD.body;
+            new_b := NEW.body;
+            target := OLD.id;
+        ELSE
+            old_b := convert_to(OLD.payload, 'UTF8');
+            new_b := convert_to(NEW.payload, 'UTF8');
+            target := OLD.id;
+        END IF;
+        SELECT x.* INTO e FROM erasures x WHERE x.id::text = named;
+        SELECT r.redacted_digest INTO recorded FROM erased_rows r
+            WHERE r.log_table = TG_TABLE_NAME AND r.row_key = target AND r.erasure_id = e.id;
+        IF e.id IS NOT NULL AND recorded IS NOT NULL
+                AND (to_jsonb(NEW) - content) = (to_jsonb(OLD) - content)
+                AND substring(old_b FROM 1 FOR length(prefix)) IS DISTINCT FROM prefix
+                AND encode(sha256(new_b), 'hex') = recorded THEN
+            marker := convert_to('@MARKER@' || e.id || ', ', 'UTF8');
+            IF TG_TABLE_NAME = 'events' THEN
+                new_doc := log_json(new_b);
+                allowed := substring(new_b FROM 1 FOR length(marker)) = marker
+                    AND new_doc ->> 'message_id' IS NOT DISTINCT FROM OLD.message_id
+                    AND new_doc ->> 'event_type' IS NOT DISTINCT FROM OLD.event_type
+                    AND (e.merchant_id IS NULL OR e.merchant_id = OLD.merchant_id)
+                    AND (e.note_id IS NULL OR EXISTS (SELECT 1 FROM tombstones t
+                        WHERE t.erasure_id = e.id AND t.entity_id IN (OLD.note_id, OLD.entity_id)))
+                    AND (e.before IS NULL OR OLD.action_time < e.before);
+            ELSE
+                old_doc := log_json(old_b);
+                whole := is_block
+                    OR jsonb_typeof(old_doc -> 'block_event') IS DISTINCT FROM 'array';
+                IF whole THEN
+                    allowed := substring(new_b FROM 1 FOR length(marker)) = marker;
+                ELSE
+                    new_doc := log_json(new_b);
+                    allowed := position(marker IN new_b) > 0
+                        AND jsonb_typeof(new_doc -> 'block_event') IS NOT DISTINCT FROM 'array'
+                        AND jsonb_array_length(new_doc -> 'block_event')
+                            = jsonb_array_length(old_doc -> 'block_event');
+                END IF;
+                IF e.before IS NOT NULL THEN
+                    allowed := allowed AND CASE
+                        WHEN is_block THEN
+                            coalesce(jsonb_typeof(old_doc #> '{data_event,action_time}')
+                                = 'number' AND (old_doc #>> '{data_event,action_time}')
+                                ::double precision < e.before, false)
+                        ELSE log_older_blocks(old_doc, e.before) END;
+                ELSE
+                    allowed := allowed
+                        AND (e.merchant_id IS NULL OR position(
+                            convert_to('"' || e.merchant_id || '"', 'UTF8') IN old_b) > 0)
+                        AND (e.note_id IS NULL OR EXISTS (SELECT 1 FROM tombstones t
+                            WHERE t.erasure_id = e.id AND position(
+                                convert_to('"' || t.entity_id || '"', 'UTF8') IN old_b) > 0));
+                END IF;
+            END IF;
+        END IF;
+        IF coalesce(allowed, false) THEN
+            RETURN NEW;
+        END IF;
+        RAISE EXCEPTION 'the event log is append-only: % rows cannot be updated', TG_TABLE_NAME
+            USING ERRCODE = 'insufficient_privilege',
+                HINT = 'only a recorded erasure may replace a row''s content by its marker';
+    END;
+    $$;
+    """.replace("@MARKER@", MARKER_PREFIX),
 ]
 
 

@@ -18,6 +18,8 @@ too); a body that cannot be read as blocks is replaced whole by a marker.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,14 +112,46 @@ class Scope:
         merchant = data.get("merchant_id", envelope_merchant)
         return self.covers(merchant, block_entities(block), data.get("action_time"))
 
-    def mentioned_in(self, text: str) -> bool:
+    def named_in(self, text: str) -> bool:
         """For what cannot be read as blocks: whether it names this scope's merchant and one
-        of its entities (an --older-than scope cannot tell, and leaves it)."""
+        of its entities exactly, each as a whole JSON string ("m1" is not named by "m10");
+        an --older-than scope cannot tell, and leaves it."""
         if self.before is not None:
             return False
-        if self.merchant_id is not None and self.merchant_id not in text:
+        if self.merchant_id is not None and not _names_string(text, self.merchant_id):
             return False
-        return self.note_id is None or any(i in text for i in self.entities)
+        return self.note_id is None or any(_names_string(text, i) for i in self.entities)
+
+
+def _names_string(text: str, value: str) -> bool:
+    """Whether `text` holds `value` as a whole JSON string (quoted, escaped either way)."""
+    forms = {compact_json(value), json.dumps(value)}
+    return any(form in text for form in forms)
+
+
+def _strings_in(value: Any) -> Iterator[str]:
+    """Every string of a parsed JSON value, keys and values."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _names_values(value: Any, scope: Scope) -> bool:
+    """Whether parsed JSON that is not an envelope of blocks names the scope's merchant and
+    one of its entities, each as a whole string value (never a substring of one)."""
+    if scope.before is not None:
+        return False
+    strings = set(_strings_in(value))
+    if scope.merchant_id is not None and scope.merchant_id not in strings:
+        return False
+    return scope.note_id is None or bool(strings & scope.entities)
 
 
 def block_entities(block: dict[str, Any]) -> tuple[Any, ...]:
@@ -149,24 +183,24 @@ def _is_marker_block(block: Any) -> bool:
     )
 
 
-def redact_body(body: bytes, scopes: list[tuple[int, Scope]]) -> bytes | None:
-    """The body with each block a scope covers replaced by its marker (the first scope
-    covering it names the erasure); None when nothing in it is covered. A body that is not
-    an envelope of blocks but names a scope's ids is replaced whole."""
+def _envelope(text: str | bytes) -> tuple[dict[str, Any] | None, Any]:
+    """(the envelope, None) when `text` is an envelope of blocks; (None, the parsed JSON)
+    when it is JSON of another shape; (None, None) when it cannot be parsed."""
     try:
-        envelope = loads_strict(body)
-        blocks = envelope["block_event"]
-        if not isinstance(envelope, dict) or not isinstance(blocks, list):
-            raise TypeError
-    except (ValueError, TypeError, KeyError, RecursionError):
-        text = body.decode("utf-8", "replace")
-        for erasure_id, scope in scopes:
-            if not is_marker(body) and scope.mentioned_in(text):
-                return redacted_text(erasure_id, "body").encode()
-        return None
+        parsed = loads_strict(text)
+    except (ValueError, TypeError, RecursionError):
+        return None, None
+    if isinstance(parsed, dict) and isinstance(parsed.get("block_event"), list):
+        return parsed, None
+    return None, parsed
+
+
+def _splice(envelope: dict[str, Any], scopes: list[tuple[int, Scope]]) -> str | None:
+    """The envelope's text with each block a scope covers replaced by its marker, the other
+    blocks kept as they are; None when no block is covered."""
     merchant = envelope.get("merchant_id")
     texts, changed = [], False
-    for block in blocks:
+    for block in envelope["block_event"]:
         by = next((e for e, s in scopes if s.covers_block(block, merchant)), None)
         if _is_marker_block(block):  # erased before: kept as its marker text
             rest = {k: v for k, v in block.items() if k != "erased"}
@@ -183,24 +217,54 @@ def redact_body(body: bytes, scopes: list[tuple[int, Scope]]) -> bytes | None:
         f"{compact_json(k)}:{blocks_text if k == 'block_event' else compact_json(v)}"
         for k, v in envelope.items()
     ]
-    return ("{" + ",".join(parts) + "}").encode()
+    return "{" + ",".join(parts) + "}"
+
+
+def _whole(text: str, parsed: Any, scopes: list[tuple[int, Scope]]) -> int | None:
+    """The erasure that replaces content that is not an envelope whole: JSON of another
+    shape naming a scope's ids as whole string values, or text that cannot be parsed naming
+    them as whole JSON strings."""
+    for erasure_id, scope in scopes:
+        if scope.named_in(text) and (parsed is None or _names_values(parsed, scope)):
+            return erasure_id
+    return None
+
+
+def redact_body(body: bytes, scopes: list[tuple[int, Scope]]) -> bytes | None:
+    """The body with each block a scope covers replaced by its marker (the first scope
+    covering it names the erasure); None when nothing in it is covered. A body that is not
+    an envelope of blocks but names a scope's ids exactly is replaced whole."""
+    if is_marker(body):
+        return None
+    envelope, parsed = _envelope(body)
+    if envelope is not None:
+        spliced = _splice(envelope, scopes)
+        return None if spliced is None else spliced.encode()
+    erasure_id = _whole(body.decode("utf-8", "replace"), parsed, scopes)
+    return None if erasure_id is None else redacted_text(erasure_id, "body").encode()
 
 
 def redact_payload(
     payload: str, kind: str, scopes: list[tuple[int, Scope]], content_hash: str
 ) -> str | None:
-    """A quarantine item's payload as a marker when a scope covers it (a block it holds, or
-    the ids it names when it cannot be read); None when none does."""
+    """A quarantine item's payload with what a scope covers redacted; None when none does.
+    A block is replaced whole by a marker; a body that is an envelope of blocks has only the
+    covered blocks spliced out (as redact_body does: the other notes' blocks stay); anything
+    else is replaced whole only when it names a scope's ids exactly."""
     if is_marker(payload):
         return None
-    block: Any = None
     if kind == "block":
         try:
-            block = loads_strict(payload)
+            block: Any = loads_strict(payload)
         except (ValueError, RecursionError):
             block = None
-    for erasure_id, scope in scopes:
-        readable = isinstance(block, dict) and isinstance(block.get("data_event"), dict)
-        if scope.covers_block(block) if readable else scope.mentioned_in(payload):
-            return redacted_text(erasure_id, kind, content_hash)
-    return None
+        if isinstance(block, dict) and isinstance(block.get("data_event"), dict):
+            by = next((e for e, s in scopes if s.covers_block(block)), None)
+        else:
+            by = _whole(payload, block, scopes)
+        return None if by is None else redacted_text(by, kind, content_hash)
+    envelope, parsed = _envelope(payload)
+    if envelope is not None:
+        return _splice(envelope, scopes)
+    by = _whole(payload, parsed, scopes)
+    return None if by is None else redacted_text(by, kind, content_hash)

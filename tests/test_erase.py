@@ -19,7 +19,9 @@ from app.commands.erase import rebuild_views
 from app.commands.operations import signer_for
 from app.config import Settings
 from eventlog import pg_schema
-from eventlog.redaction import MARKER_PREFIX
+from eventlog.canonical import compact_json
+from eventlog.intake import Rejected
+from eventlog.redaction import MARKER_PREFIX, Scope, redact_payload
 from eventlog.verify import VerifyReport, verify_log
 from projections.store import VIEWS_SCHEMA
 from tests.helpers import MERCHANT, SECRETS, make_block, make_body
@@ -362,3 +364,106 @@ def test_the_owner_erases_while_the_service_role_cannot_perform_the_update(
             with pytest.raises(errors.InsufficientPrivilege), conn.transaction():
                 conn.execute("SELECT set_config('notestore.erasure', '1', true)")
                 conn.execute(statement.encode())
+
+
+# --- quarantine payloads: only what the scope covers, ids matched exactly (finding A) ------
+
+
+def _quarantine(settings: Settings, payload: str, kind: str = "body") -> None:
+    store = settings.storage.log_store()
+    try:
+        store.quarantine(Rejected("app_mismatch", "test", payload, kind), time.time())
+    finally:
+        store.close()
+
+
+def _payloads(settings: Settings) -> list[str]:
+    conn = settings.storage.log_reader()
+    try:
+        return [r[0] for r in conn.execute("SELECT payload FROM quarantine ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def test_a_quarantined_body_keeps_the_blocks_of_the_notes_not_erased(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A body in quarantine that carried the erased note and another one: only the erased
+    note's block becomes a marker; the other note's block stays as it was."""
+    note = make_block(note_id=NOTE, event_detail=[_detail("description", f"{MARK} {PHONE}")])
+    other = make_block(note_id=OTHER_NOTE, event_detail=[_detail("description", OTHER_MARK)])
+    backend(settings).append_bodies(note_bodies())
+    _quarantine(settings, compact_json(make_body(note, other)))
+    assert erase(settings, tmp_path, "--note", NOTE, "--merchant", MERCHANT) == 0
+    (payload,) = _payloads(settings)
+    assert MARK not in payload and PHONE not in payload
+    assert compact_json(other) in payload and OTHER_MARK in payload
+    assert f'{MARKER_PREFIX}1, "message_id"' in payload
+    assert verify(settings).ok
+
+
+def test_a_quarantined_payload_naming_longer_ids_is_not_erased(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Ids are matched whole: an erasure of note N of merchant M leaves a payload about note
+    N + "2" of merchant M + "0", readable or not."""
+    longer_merchant, longer_note = MERCHANT + "0", NOTE + "2"
+    block = make_block(note_id=longer_note, merchant_id=longer_merchant,
+                       event_detail=[_detail("description", OTHER_MARK)])  # fmt: skip
+    body = make_body(block)
+    body["merchant_id"] = longer_merchant
+    readable = compact_json(body)
+    backend(settings).append_bodies(note_bodies())
+    _quarantine(settings, readable)
+    _quarantine(settings, readable[:-7])  # cut short: cannot be read
+    _quarantine(settings, compact_json(block), kind="block")
+    assert erase(settings, tmp_path, "--note", NOTE, "--merchant", MERCHANT) == 0
+    assert _payloads(settings) == [readable, readable[:-7], compact_json(block)]
+
+
+def test_an_unreadable_quarantined_body_naming_the_ids_exactly_is_replaced_whole(
+    settings: Settings, tmp_path: Path
+) -> None:
+    text = f'{{"merchant_id":"{MERCHANT}","block_event":[{{"note_id":"{NOTE}","x":"{MARK}"'
+    backend(settings).append_bodies(note_bodies())
+    _quarantine(settings, text)
+    assert erase(settings, tmp_path, "--note", NOTE, "--merchant", MERCHANT) == 0
+    (payload,) = _payloads(settings)
+    assert payload.startswith(f"{MARKER_PREFIX}1, ") and MARK not in payload
+
+
+def test_redact_payload_matches_ids_whole() -> None:
+    scope = Scope("m1", "n1")
+    assert redact_payload('{"merchant_id":"m10","note_id":"n12"', "body", [(1, scope)], "h") is None
+    assert redact_payload('{"merchant_id":"m1","note_id":"n1"', "body", [(1, scope)], "h")
+    assert redact_payload('{"a":"m1","b":"n12"}', "body", [(1, scope)], "h") is None
+
+
+# --- the database's one UPDATE, tightened (finding D) ----------------------------------------
+
+
+def test_the_database_refuses_a_body_that_keeps_its_text_and_a_second_redaction(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A body with the marker appended (its personal data kept), an erased block rewritten
+    again, and a quarantine item redacted again are refused, even though each row has its
+    erased_rows record."""
+    erased_note(settings, tmp_path)
+    conn = settings.storage.log_reader()
+    try:
+        body = bytes(conn.execute("SELECT body FROM requests WHERE id = 3").fetchone()[0])
+        block = conn.execute("SELECT block FROM events WHERE seq = 2").fetchone()[0]
+    finally:
+        conn.close()
+    appended = bytes(note_bodies()[0]["merchant_id"].encode()) + body  # not an envelope
+    attempts = [
+        ("UPDATE requests SET body = ? WHERE id = 3", (body + f"{MARKER_PREFIX}1, ".encode(),)),
+        ("UPDATE requests SET body = ? WHERE id = 3", (appended,)),
+        ("UPDATE events SET block = ? WHERE seq = 2", (block.replace("note_update", "note_x"),)),
+        ("UPDATE events SET block = ? WHERE seq = 2", (block + " ",)),
+    ]
+    for statement, params in attempts:
+        with pytest.raises((errors.InsufficientPrivilege, sqlite3.IntegrityError)) as refused:
+            _as_owner_naming_erasure(settings, statement, params)
+        assert "append-only" in str(refused.value)
+    assert verify(settings).ok

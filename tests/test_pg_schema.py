@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BODY = b'{"data":[{"text":"a\\u0000b"}]}\x00\xff raw NUL and a byte that is not UTF-8'
 BLOCK = '{"message_id":"m-1","text":"a\\u0000b","nested":{"v":"\\u0000"}}'
 
-LATEST = 3  # the schema's steps: 1 the log, 2 requests by receipt time (the spool), 3 erasure
+LATEST = 4  # the schema's steps: 1 the log, 2 requests by receipt time (the spool), 3 erasure,
+# 4 the erasure's UPDATE tightened (digest, exact ids, no second redaction)
 STEPS = [(n,) for n in range(1, LATEST + 1)]
 
 
