@@ -467,3 +467,34 @@ def test_the_database_refuses_a_body_that_keeps_its_text_and_a_second_redaction(
             _as_owner_naming_erasure(settings, statement, params)
         assert "append-only" in str(refused.value)
     assert verify(settings).ok
+
+
+# --- the command refuses what would erase everything or nothing meant (finding B) ---------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--merchant", ""),
+        ("--merchant", "   "),
+        ("--note", "", "--merchant", MERCHANT),
+        ("--note", " \t", "--merchant", MERCHANT),
+        ("--older-than", "nan"),
+        ("--older-than", "inf"),
+        ("--older-than=-inf",),
+        ("--older-than", "1e6"),
+        ("--older-than", "0"),
+        ("--older-than", "-3"),
+        ("--older-than", "30", "--merchant", ""),
+    ],
+)
+def test_erase_refuses_empty_ids_and_days_that_are_not_a_sane_number(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
+) -> None:
+    backend(settings).append_bodies(note_bodies())
+    capsys.readouterr()
+    assert erase(settings, tmp_path, *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("notestore erase: ") and "\n" not in err, err
+    assert MARK in log_text(settings)
+    assert verify(settings).erasures.rows == 0  # type: ignore[union-attr]

@@ -14,6 +14,7 @@ Exit status: 0 erased (or nothing confirmed: 1); 2 it cannot run.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
@@ -51,20 +52,35 @@ def _erase_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+MAX_DAYS = 36_500.0  # --older-than: at most a hundred years
+
+
+def _id(option: str, value: str | None) -> str | None:
+    """An id as given, refused when empty or only whitespace (it would match nothing the
+    operator meant, and a blank merchant must never stand for every merchant)."""
+    if value is not None and not value.strip():
+        raise NotestoreError(f"{option} takes an id: it cannot be empty or whitespace")
+    return value
+
+
 def scope_of(args: argparse.Namespace, now: float) -> Scope:
     if not args.reason.strip():
         raise NotestoreError("--reason must say why")
+    merchant, note = _id("--merchant", args.merchant), _id("--note", args.note)
     if args.older_than is not None:
-        if args.note is not None:
+        if note is not None:
             raise NotestoreError("--older-than erases by age: it takes no --note")
-        if args.older_than < 0:
-            raise NotestoreError("--older-than takes a number of days, 0 or more")
-        return Scope(merchant_id=args.merchant, before=now - args.older_than * DAY_S)
-    if args.merchant is None:
+        days = args.older_than
+        if not (math.isfinite(days) and 0 < days <= MAX_DAYS):
+            raise NotestoreError(
+                f"--older-than takes a number of days above 0 and at most {MAX_DAYS:.0f}"
+            )
+        return Scope(merchant_id=merchant, before=now - days * DAY_S)
+    if merchant is None:
         raise NotestoreError(
             "say what to erase: --note ID --merchant M, --merchant M, or --older-than DAYS"
         )
-    return Scope(merchant_id=args.merchant, note_id=args.note)
+    return Scope(merchant_id=merchant, note_id=note)
 
 
 def describe(scope: Scope) -> str:
