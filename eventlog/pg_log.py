@@ -406,6 +406,10 @@ class PostgresLogStore:
 
     def quarantine(self, item: Rejected, received_at: float) -> None:
         with self.pool.connection() as conn, conn.transaction():
+            # under the append lock, as every append: an erasure records its tombstone
+            # under it, so this item either committed before (and is redacted by the
+            # erasure's scan) or sees the tombstone
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
             tombstones = tombstones_of(conn.execute(TOMBSTONES).fetchall())
             item = redact_item(item, tombstones)
             conn.execute(INSERT_QUARANTINE, quarantine_values(item, None, received_at))

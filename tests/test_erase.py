@@ -498,3 +498,29 @@ def test_erase_refuses_empty_ids_and_days_that_are_not_a_sane_number(
     assert err.startswith("notestore erase: ") and "\n" not in err, err
     assert MARK in log_text(settings)
     assert verify(settings).erasures.rows == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.backends("postgresql")
+def test_quarantining_on_postgresql_waits_for_the_append_lock(settings: Settings) -> None:
+    """An erasure records its tombstone under the append lock: an item quarantined meanwhile
+    must wait for it (finding F), or it could be stored unredacted after the erasure's scan."""
+    import threading
+
+    from eventlog.pg_log import APPEND_LOCK
+
+    backend(settings).append_bodies(note_bodies())
+    done = threading.Event()
+
+    def put() -> None:
+        _quarantine(settings, '{"not": "an envelope"}')
+        done.set()
+
+    assert settings.database_url is not None
+    with psycopg.connect(settings.database_url, autocommit=True) as holder:
+        with holder.transaction():
+            holder.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
+            worker = threading.Thread(target=put)
+            worker.start()
+            assert not done.wait(1.0)  # held back by the lock
+        worker.join(10)
+    assert done.is_set() and len(_payloads(settings)) == 1
