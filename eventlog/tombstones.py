@@ -21,9 +21,14 @@ from eventlog.dbapi import Connection
 from eventlog.intake import NewEvent, Rejected
 from eventlog.redaction import Scope, marker_erasure, redact_body, redact_payload, redacted_block
 
+# The merchant is the erasure's (chained), not the tombstone row's: a row whose merchant
+# differs from its erasure's (or whose erasure names none: --older-than leaves no tombstone)
+# is ignored, so a stray row can neither widen nor move an erasure's tombstone.
 TOMBSTONES = (
-    "SELECT t.erasure_id, t.merchant_id, t.entity_id, e.note_id FROM tombstones t"
-    " JOIN erasures e ON e.id = t.erasure_id ORDER BY t.erasure_id"
+    "SELECT t.erasure_id, e.merchant_id, t.entity_id, e.note_id FROM tombstones t"
+    " JOIN erasures e ON e.id = t.erasure_id"
+    " WHERE e.merchant_id IS NOT NULL AND t.merchant_id = e.merchant_id"
+    " AND e.before IS NULL ORDER BY t.erasure_id"
 )
 Tombstones = list[tuple[int, Scope]]
 INSERT_TOMBSTONE = "INSERT INTO tombstones (erasure_id, merchant_id, entity_id) VALUES (?, ?, ?)"

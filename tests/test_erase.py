@@ -524,3 +524,25 @@ def test_quarantining_on_postgresql_waits_for_the_append_lock(settings: Settings
             assert not done.wait(1.0)  # held back by the lock
         worker.join(10)
     assert done.is_set() and len(_payloads(settings)) == 1
+
+
+def test_a_tombstone_row_its_erasure_does_not_name_is_ignored(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Tombstones take their merchant from the erasure (finding G): a row added to an
+    --older-than erasure (which names no merchant and leaves no tombstone), or naming another
+    merchant than its erasure, does not make later events of that merchant stored redacted."""
+    log = backend(settings)
+    log.append_bodies(note_bodies())
+    assert erase(settings, tmp_path, "--older-than", "36000") == 0
+    assert erase(settings, tmp_path, "--merchant", OTHER_MERCHANT) == 0
+    later_note = "6510aa00000000000000e00e"
+    for erasure, entity in ((1, "NULL"), (2, f"'{later_note}'")):
+        log.tamper(
+            "INSERT INTO tombstones (erasure_id, merchant_id, entity_id)"
+            f" VALUES ({erasure}, '{MERCHANT}', {entity})"
+        )
+    later = make_block(note_id=later_note, event_detail=[
+        _detail("description", f"later {OTHER_MARK}")])  # fmt: skip
+    log.append_bodies([make_body(later)])
+    assert f"later {OTHER_MARK}" in log_text(settings)
