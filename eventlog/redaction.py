@@ -230,6 +230,10 @@ def _whole(text: str, parsed: Any, scopes: list[tuple[int, Scope]]) -> int | Non
     return None
 
 
+is_marker_block = _is_marker_block
+ID_FIELDS = _ID_FIELDS  # the ids a marker keeps
+
+
 def redact_body(body: bytes, scopes: list[tuple[int, Scope]]) -> bytes | None:
     """The body with each block a scope covers replaced by its marker (the first scope
     covering it names the erasure); None when nothing in it is covered. A body that is not

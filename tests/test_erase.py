@@ -15,13 +15,14 @@ import pytest
 from psycopg import errors, sql
 
 from app.cli import main
-from app.commands.erase import rebuild_views
+from app.commands.erase import open_log_owner, rebuild_views
 from app.commands.operations import signer_for
 from app.config import Settings
-from eventlog import pg_schema
-from eventlog.canonical import compact_json
+from eventlog import chain, pg_schema
+from eventlog.canonical import compact_json, loads_strict
+from eventlog.erase import record_erasure, with_comments
 from eventlog.intake import Rejected
-from eventlog.redaction import MARKER_PREFIX, Scope, redact_payload
+from eventlog.redaction import MARKER_PREFIX, Scope, redact_payload, redacted_block
 from eventlog.verify import VerifyReport, verify_log
 from projections.store import VIEWS_SCHEMA
 from tests.helpers import MERCHANT, SECRETS, make_block, make_body
@@ -546,3 +547,85 @@ def test_a_tombstone_row_its_erasure_does_not_name_is_ignored(
         _detail("description", f"later {OTHER_MARK}")])  # fmt: skip
     log.append_bodies([make_body(later)])
     assert f"later {OTHER_MARK}" in log_text(settings)
+
+
+# --- verify: an erasure record must stand for a real erasure of that row (finding C) -------
+
+
+def _forge_erasure_record(
+    settings: Settings, table: str, key: int, content: str | bytes, erasure: int = 1
+) -> None:
+    """As an attacker with INSERT on erased_rows: a record for a row, and the row's content
+    changed to `content` with the digest the record names."""
+    column, name = ("block", "seq") if table == "events" else ("body", "id")
+    conn = settings.storage.log_reader()
+    try:
+        old = conn.execute(f"SELECT {column} FROM {table} WHERE {name} = ?", (key,)).fetchone()[0]
+    finally:
+        conn.close()
+    old_digest = chain.digest(bytes(old) if table == "requests" else old)
+    log = backend(settings)
+    log.tamper(
+        "INSERT INTO erased_rows (erasure_id, log_table, row_key, original_digest,"
+        f" redacted_digest) VALUES ({erasure}, '{table}', {key}, '{old_digest}',"
+        f" '{chain.digest(content)}')"
+    )
+    literal = (
+        f"X'{content.hex()}'"
+        if isinstance(content, bytes)
+        else "'" + content.replace("'", "''") + "'"
+    )
+    pg_literal = f"'\\x{content.hex()}'::bytea" if isinstance(content, bytes) else literal
+    log.tamper(
+        f"UPDATE {table} SET {column} = {literal} WHERE {name} = {key}",
+        f"UPDATE {table} SET {column} = {pg_literal} WHERE {name} = {key}",
+    )
+
+
+def test_verify_refuses_an_erasure_record_added_for_a_row_its_erasure_does_not_cover(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The other note's event (seq 3) given a record of erasure 1 and forged text, or the
+    marker erasure 1 would write for it: it is not covered, so verify reports it."""
+    erased_note(settings, tmp_path)
+    conn = settings.storage.log_reader()
+    try:
+        block = conn.execute("SELECT block FROM events WHERE seq = 3").fetchone()[0]
+    finally:
+        conn.close()
+    _forge_erasure_record(settings, "events", 3, redacted_block(loads_strict(block), 1))
+    report = verify(settings)
+    assert not report.ok
+    assert report.events.problems == [
+        "events seq 3: erased by an erasure whose scope does not cover it"
+    ]
+
+
+def test_verify_refuses_forged_text_behind_an_erasure_record(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """An erasure (2) of the other note is recorded but its rows not yet redacted: a record
+    of it added by hand for its event with forged text, or for its request with the marker
+    appended to the body (the personal data kept), fails verify."""
+    erased_note(settings, tmp_path)
+    log = open_log_owner(settings, settings.database_url)
+    try:
+        scope = with_comments(log, Scope(MERCHANT, OTHER_NOTE))
+        record_erasure(log, scope, "test", {})
+    finally:
+        log.close()
+    conn = settings.storage.log_reader()
+    try:
+        body = bytes(conn.execute("SELECT body FROM requests WHERE id = 2").fetchone()[0])
+    finally:
+        conn.close()
+    _forge_erasure_record(settings, "events", 3, "forged text", erasure=2)
+    _forge_erasure_record(settings, "requests", 2, body + f"{MARKER_PREFIX}2, ".encode(), 2)
+    report = verify(settings)
+    assert not report.ok
+    assert report.events.problems == [
+        "events seq 3: erased content is not the marker of its erasure"
+    ]
+    assert report.requests.problems == [
+        "requests id 2: erased content is neither a marker nor an envelope with blocks erased"
+    ]
