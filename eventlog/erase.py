@@ -60,7 +60,7 @@ def _backend(conn: Connection) -> str:
     return str(getattr(conn, "backend", "sqlite"))
 
 
-def _event_condition(scope: Scope) -> tuple[str, list[Any]]:
+def _event_condition(conn: Connection, scope: Scope) -> tuple[str, list[Any]]:
     parts: list[str] = []
     params: list[Any] = []
     if scope.merchant_id is not None:
@@ -69,8 +69,13 @@ def _event_condition(scope: Scope) -> tuple[str, list[Any]]:
     if scope.note_id is not None:
         ids = sorted(scope.entities)
         marks = ", ".join("?" * len(ids))
-        parts.append(f"(note_id IN ({marks}) OR entity_id IN ({marks}))")
-        params += [*ids, *ids]
+        # a comment's events name no note: also those whose block holds the note's id (its
+        # creation names the note in object_id; _redact_block keeps only those that do)
+        parts.append(
+            f"(note_id IN ({marks}) OR entity_id IN ({marks})"
+            f" OR (entity = 'comment' AND {_contains(conn, 'block')}))"
+        )
+        params += [*ids, *ids, scope.note_id]
     if scope.before is not None:
         parts.append("action_time < ?")
         params.append(scope.before)
@@ -127,8 +132,14 @@ Change = tuple[Any, Any]  # a row's content now, and its redaction
 
 
 def _redact_block(row: list[Any], erasure_id: int, scope: Scope) -> Change | None:
-    (block,) = row
-    return None if is_marker(block) else (block, redacted_block(loads_strict(block), erasure_id))
+    block, note_id, entity_id = row
+    if is_marker(block):
+        return None
+    parsed = loads_strict(block)
+    by_id = scope.note_id is None or scope.entities.intersection((note_id, entity_id))
+    if not by_id and scope.note_id not in block_entities(parsed):
+        return None  # a comment whose block holds the note's id but is not on it
+    return block, redacted_block(parsed, erasure_id)
 
 
 def _redact_body(row: list[Any], erasure_id: int, scope: Scope) -> Change | None:
@@ -154,7 +165,7 @@ class _Content:
 
 
 CONTENT = {
-    "events": _Content("seq", "block", lambda _, scope: _event_condition(scope), _redact_block),
+    "events": _Content("seq", "block, note_id, entity_id", _event_condition, _redact_block),
     "requests": _Content("id", "body", partial(_names, column="body"), _redact_body),
     "quarantine": _Content(
         "id", "payload, kind, content_hash", partial(_names, column="payload"), _redact_payload
@@ -218,6 +229,9 @@ def record_erasure(
     at = time.time() if at is None else at
     counts_text = json.dumps(counts, sort_keys=True)
     with immediate(conn):
+        # the note's comments found again under the lock: one created since the operator
+        # was shown the counts is tombstoned (and redacted) with the others
+        scope = with_comments(conn, scope)
         row = conn.execute("SELECT id, hash FROM erasures ORDER BY id DESC LIMIT 1").fetchone()
         last, previous = (int(row[0]), str(row[1])) if row else (0, chain.GENESIS)
         values = (last + 1, at, scope.merchant_id, scope.note_id, scope.before, reason, counts_text)

@@ -20,7 +20,7 @@ from app.commands.operations import signer_for
 from app.config import Settings
 from eventlog import chain, pg_schema
 from eventlog.canonical import compact_json, loads_strict
-from eventlog.erase import record_erasure, with_comments
+from eventlog.erase import count, erase_rows, record_erasure, with_comments
 from eventlog.intake import Rejected
 from eventlog.redaction import MARKER_PREFIX, Scope, redact_payload, redacted_block
 from eventlog.verify import VerifyReport, verify_log
@@ -629,3 +629,36 @@ def test_verify_refuses_forged_text_behind_an_erasure_record(
     assert report.requests.problems == [
         "requests id 2: erased content is neither a marker nor an envelope with blocks erased"
     ]
+
+
+# --- a comment created while the operator confirms (finding E) ------------------------------
+
+
+def test_a_comment_created_between_the_count_and_the_erasure_is_erased_and_stays_so(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The comments are found again under the erasure's lock: a comment created on the note
+    after the operator saw the counts is tombstoned and redacted, and so is its later edit
+    (which names no note)."""
+    log = backend(settings)
+    log.append_bodies(note_bodies())
+    owner = open_log_owner(settings, settings.database_url)
+    try:
+        scope = with_comments(owner, Scope(MERCHANT, NOTE))
+        count(owner, scope)  # what the operator is shown
+        late = "6510cc00000000000000c0de"
+        create = make_block("note_comment_create", comment_id=late, event_detail=[
+            _detail("object_id", NOTE), _detail("description", f"late {OTHER_MARK}")])  # fmt: skip
+        log.append_bodies([make_body(create)])  # meanwhile, through serve
+        erasure = record_erasure(owner, scope, "test", {})
+        erase_rows(owner, erasure)
+    finally:
+        owner.close()
+    assert late in erasure.scope.comments
+    edit = make_block("note_comment_update_data", comment_id=late, action_time=1669200900.0,
+                      event_detail=[_detail("description", f"edited {OTHER_MARK}")])  # fmt: skip
+    log.append_bodies([make_body(edit)])
+    assert OTHER_MARK not in log_text(settings) and MARK not in log_text(settings)
+    report = verify(settings)
+    assert report.ok, report
+    assert report.events.erased == {1: [1, 2, 4, 5, 6, 7]}
