@@ -22,7 +22,7 @@ from eventlog import chain, pg_schema
 from eventlog.canonical import compact_json, loads_strict
 from eventlog.erase import count, erase_rows, record_erasure, with_comments
 from eventlog.intake import Rejected
-from eventlog.redaction import MARKER_PREFIX, Scope, redact_payload, redacted_block
+from eventlog.redaction import MARKER_PREFIX, Scope, redact_body, redact_payload, redacted_block
 from eventlog.verify import VerifyReport, verify_log
 from projections.store import VIEWS_SCHEMA
 from tests.helpers import MERCHANT, SECRETS, make_block, make_body
@@ -662,3 +662,42 @@ def test_a_comment_created_between_the_count_and_the_erasure_is_erased_and_stays
     report = verify(settings)
     assert report.ok, report
     assert report.events.erased == {1: [1, 2, 4, 5, 6, 7]}
+
+
+def test_the_database_matches_an_erasures_ids_whole_not_as_substrings(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """An erasure of merchant M[:-1] (a prefix of M) with a record for a request of M may not
+    splice that request: its body names M, not M[:-1], as a whole JSON string (finding D)."""
+    backend(settings).append_bodies(note_bodies())
+    owner = open_log_owner(settings, settings.database_url)
+    try:
+        record_erasure(owner, Scope(MERCHANT[:-1]), "a prefix of the merchant", {})
+    finally:
+        owner.close()
+    conn = settings.storage.log_reader()
+    try:
+        body = bytes(conn.execute("SELECT body FROM requests WHERE id = 1").fetchone()[0])
+    finally:
+        conn.close()
+    spliced = redact_body(body, [(1, Scope(MERCHANT))])
+    assert spliced is not None
+    _insert_record(settings, body, spliced)
+    with pytest.raises((errors.InsufficientPrivilege, sqlite3.IntegrityError)) as refused:
+        _as_owner_naming_erasure(settings, "UPDATE requests SET body = ? WHERE id = 1", (spliced,))
+    assert "append-only" in str(refused.value)
+
+
+def _insert_record(settings: Settings, body: bytes, spliced: bytes) -> None:
+    """A record for request 1 under erasure 1, inserted as the owner may (triggers kept)."""
+    insert = (
+        "INSERT INTO erased_rows (erasure_id, log_table, row_key, original_digest,"
+        " redacted_digest) VALUES (1, 'requests', 1, ?, ?)"
+    )
+    digests = (chain.digest(body), chain.digest(spliced))
+    if settings.database_url is None:
+        with sqlite3.connect(settings.data_dir / "events.db") as lite:
+            lite.execute(insert, digests)
+        return
+    with psycopg.connect(settings.database_url, autocommit=True) as pg:
+        pg.execute(insert.replace("?", "%s").encode(), digests)
