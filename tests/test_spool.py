@@ -191,18 +191,23 @@ async def test_a_drain_that_died_after_its_commit_adds_nothing_the_second_time(
     spool.append([kept, fresh])
     writer = GroupCommitWriter(settings.storage.log_store(writer=True))
     await writer.append(kept)  # in the log already, as if drained before a crash
+    await drain_all(settings, spool, writer)
+    assert log_rows(settings, "SELECT note_id FROM events ORDER BY seq") == [("kept",), ("fresh",)]
+    assert log_rows(settings, "SELECT count(*) FROM requests") == [(2,)]
+    verify_ok(settings)
+
+
+async def drain_all(settings: Settings, spool: Spool, writer: GroupCommitWriter) -> None:
+    """Run a drainer through `writer` until the spool is empty; then close the writer."""
     drainer = Drainer(spool, writer, settings.storage.log_store, timeout=10)
     stop = asyncio.Event()
     task = asyncio.create_task(drainer.run(stop))
     try:
-        await wait_for(lambda: spool.stats().depth == 0, 30, "the spool drained")
+        await wait_for(lambda: spool.stats().depth == 0, 60, "the spool drained")
     finally:
         stop.set()
         await task
         await asyncio.to_thread(writer.close)
-    assert log_rows(settings, "SELECT note_id FROM events ORDER BY seq") == [("kept",), ("fresh",)]
-    assert log_rows(settings, "SELECT count(*) FROM requests") == [(2,)]
-    verify_ok(settings)
 
 
 def verify_ok(settings: Settings) -> None:
@@ -223,16 +228,7 @@ async def test_a_delivery_the_log_keeps_refusing_goes_to_quarantine_and_the_rest
     spool = Spool(tmp_path / "spool", 1 << 20)
     behind = [_delivery(f"behind-{i}", time.time() - 2 + i / 10) for i in range(3)]
     spool.append([refused, *behind])
-    writer = GroupCommitWriter(settings.storage.log_store(writer=True))
-    drainer = Drainer(spool, writer, settings.storage.log_store, timeout=10)
-    stop = asyncio.Event()
-    task = asyncio.create_task(drainer.run(stop))
-    try:
-        await wait_for(lambda: spool.stats().depth == 0, 60, "the spool drained")
-    finally:
-        stop.set()
-        await task
-        await asyncio.to_thread(writer.close)
+    await drain_all(settings, spool, GroupCommitWriter(settings.storage.log_store(writer=True)))
     assert log_rows(settings, "SELECT note_id FROM events ORDER BY seq") == [
         (f"behind-{i}",) for i in range(3)
     ]
