@@ -35,15 +35,18 @@ Without a PostgreSQL server the "postgresql" cases are skipped, and with CI=true
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
 
+from eventlog.pg_log import APPEND_LOCK
 from projections.storage import POSTGRESQL, SQLITE, Storage
 from tests import pg
 
@@ -106,3 +109,22 @@ def backends(request: pytest.FixtureRequest) -> Backends:
 def backend(backends: Backends, tmp_path: Path) -> Iterator[Storage]:
     with backends.fresh(tmp_path) as storage:
         yield storage
+
+
+@contextmanager
+def held_write_lock(storage: Storage) -> Iterator[None]:
+    """Another session holds the log's write lock (SQLite's, or PostgreSQL's append lock)
+    until the block ends: appends wait for it, and fail or time out meanwhile."""
+    if storage.backend == SQLITE:
+        conn = sqlite3.connect(storage.data_dir / "events.db", isolation_level=None, timeout=30)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+        return
+    assert storage.database_url
+    with psycopg.connect(storage.database_url, autocommit=True) as session:
+        session.execute("SELECT pg_advisory_lock(%s)", (APPEND_LOCK,))
+        yield

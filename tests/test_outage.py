@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 import subprocess
 import threading
 import time
@@ -25,6 +24,7 @@ from app.signing import SIGNATURE_HEADER
 from eventlog.spool import read_stats
 from projections.storage import Storage
 from tests import pg
+from tests.backends import held_write_lock
 from tests.helpers import SECRETS, make_block, make_body, signature, wait_until
 from tests.server import Server, write_config
 from tests.test_two_instances import TOKEN, logged, settled, views_equal_a_rebuild
@@ -110,17 +110,6 @@ def test_postgresql_stopped_during_a_burst_loses_nothing(
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
-@contextlib.contextmanager
-def sqlite_log_held(data_dir: Path) -> Iterator[None]:
-    conn = sqlite3.connect(data_dir / "events.db", isolation_level=None, timeout=30)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        conn.execute("ROLLBACK")
-        conn.close()
-
-
 def test_serve_killed_with_a_full_spool_drains_it_when_started_again(tmp_path: Path) -> None:
     config = write_config(tmp_path, SECRETS, {TOKEN: ["*"]}, log_commit_timeout_ms=200)
     data = tmp_path / "data"
@@ -128,7 +117,7 @@ def test_serve_killed_with_a_full_spool_drains_it_when_started_again(tmp_path: P
     server = Server(config).start()
     try:
         assert post(server, "first")[0] == 200
-        with sqlite_log_held(data):
+        with held_write_lock(storage):
             answers = [post(server, f"n-{i}") for i in range(8)]
             assert [a[1].get("spooled") for a in answers] == [True] * 8
             server.kill()  # nothing of the spool drained yet: the log is held

@@ -5,11 +5,9 @@ nothing can keep it, a loud 503. On both backends, the log held by a real lock."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,33 +21,14 @@ from app.web import create_app
 from eventlog.append import Delivery
 from eventlog.drain import MAX_ATTEMPTS, UNDRAINABLE, Drainer
 from eventlog.intake import read_body
-from eventlog.pg_log import APPEND_LOCK
 from eventlog.spool import Spool, read_stats
 from eventlog.verify import verify_log
 from eventlog.writer import GroupCommitWriter, LogUnavailable
 from projections.storage import POSTGRESQL
+from tests.backends import held_write_lock
 from tests.helpers import APP_A, make_block, make_body, signed_post, wait_for
 
 pytestmark = pytest.mark.backends("sqlite", "postgresql")
-
-
-@contextlib.contextmanager
-def log_held(settings: Settings) -> Iterator[None]:
-    """Hold the lock every append takes, from another connection, until the block ends."""
-    if settings.storage.backend == POSTGRESQL:
-        assert settings.database_url is not None
-        with psycopg.connect(settings.database_url, autocommit=True) as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (APPEND_LOCK,))
-            yield
-            conn.execute("SELECT pg_advisory_unlock(%s)", (APPEND_LOCK,))
-    else:
-        conn = sqlite3.connect(settings.events_path, isolation_level=None, timeout=30)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            conn.execute("ROLLBACK")
-            conn.close()
 
 
 def quick(settings: Settings, **more: Any) -> Settings:
@@ -81,7 +60,7 @@ async def test_deliveries_the_log_cannot_take_in_time_are_spooled_then_drained_i
     client = await aiohttp_client(create_app(settings))
     assert (await signed_post(client, make_body(make_block(note_id="first"))))[0] == 200
     answers, received = [], []
-    with log_held(settings):
+    with held_write_lock(settings.storage):
         for i in range(6):
             received.append(time.time())
             answers.append(await signed_post(client, make_body(make_block(note_id=f"n-{i}"))))
@@ -119,7 +98,7 @@ async def test_while_the_spool_drains_new_deliveries_queue_behind_it(
     """Spooled first, so the log takes them in the order received even after it is back."""
     settings = quick(settings)
     client = await aiohttp_client(create_app(settings))
-    with log_held(settings):
+    with held_write_lock(settings.storage):
         assert (await signed_post(client, make_body(make_block(note_id="a"))))[1]["spooled"]
         assert client.app[_drainer_key()].first  # the next one goes to the spool too
         status, answer = await signed_post(client, make_body(make_block(note_id="b")))
@@ -142,7 +121,7 @@ async def test_a_full_spool_answers_503_counts_the_loss_and_never_200s_what_it_l
     client = await aiohttp_client(create_app(settings))
     padding = "x" * 6000
     statuses: dict[str, int] = {}
-    with log_held(settings):
+    with held_write_lock(settings.storage):
         for i in range(16):
             raw = _raw(make_block(note_id=f"n-{i}", padding=padding))
             resp = await client.post("/webhooks/mobio", data=raw, headers=_headers(raw))

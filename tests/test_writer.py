@@ -29,12 +29,13 @@ from app.web import create_app
 from eventlog import chain
 from eventlog.append import Delivery, Outcome
 from eventlog.intake import Intake, read_body
-from eventlog.pg_log import APPEND_LOCK, PostgresLogStore
+from eventlog.pg_log import PostgresLogStore
 from eventlog.read import LogEvent
 from eventlog.store import UNSTORABLE, LogStore, SQLiteLogStore
 from eventlog.writer import CommitTimeout, GroupCommitWriter, LogUnavailable
 from projections.storage import POSTGRESQL, SQLITE, Storage
 from tests import pg
+from tests.backends import held_write_lock
 from tests.helpers import APP_A, encode, make_block, make_body, secret_for, signature, signed_post
 
 pg_server, pg_database, pg_url = pg.pg_server, pg.pg_database, pg.pg_url
@@ -192,24 +193,6 @@ async def test_an_unstorable_delivery_is_quarantined_and_its_group_commit_accept
     [(reason, kind, payload)] = log_rows(storage, "SELECT reason, kind, payload FROM quarantine")
     assert (reason, kind, payload) == (UNSTORABLE, "body", group[1].body.decode())
     assert len(log_rows(storage, "SELECT id FROM requests")) == 4  # its request is kept
-
-
-@contextlib.contextmanager
-def held_write_lock(storage: Storage) -> Iterator[None]:
-    """Another session holds the log's write lock (SQLite's, or PostgreSQL's append lock)."""
-    if storage.backend == SQLITE:
-        conn = sqlite3.connect(storage.data_dir / "events.db", isolation_level=None)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            conn.execute("ROLLBACK")
-            conn.close()
-        return
-    assert storage.database_url
-    with psycopg.connect(storage.database_url, autocommit=True) as session:
-        session.execute("SELECT pg_advisory_lock(%s)", (APPEND_LOCK,))
-        yield
 
 
 def impatient_store(storage: Storage) -> LogStore:
