@@ -105,7 +105,7 @@ class Drainer:
 
     async def _drain_once(self) -> int:
         """Drain one batch; how many deliveries left the spool (0: nothing to do)."""
-        self.stats = await asyncio.to_thread(self.spool.stats)
+        await self.refresh()
         if self.stats.waiting <= 0:
             return 0
         store = await self._store_now()
@@ -132,7 +132,7 @@ class Drainer:
             else:
                 await self._refused(store, item, result)
         await asyncio.to_thread(self.spool.remove, done)
-        self.stats = await asyncio.to_thread(self.spool.stats)
+        await self.refresh()
         if done:
             log.info("spool_drained", deliveries=len(done), left=self.stats.waiting)
         return len(done) or len(batch)
