@@ -67,6 +67,9 @@ def open_views(data_dir: Path | str) -> sqlite3.Connection:
     # Views can be rebuilt from the log, but a checkpoint must never run ahead of its rows:
     # NORMAL keeps that (a lost tail loses both together) without an fsync per batch.
     conn.execute("PRAGMA synchronous = NORMAL")
+    # An erasure (notestore erase) must leave no copy of erased text in freed space: SQLite
+    # zeroes what a write frees only with secure_delete, and it is per connection.
+    conn.execute("PRAGMA secure_delete = ON")
     for statement in _BOOKKEEPING:
         conn.execute(statement)
     return conn
