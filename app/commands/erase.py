@@ -22,6 +22,7 @@ from app.cli import command, settings_of
 from app.commands.views import open_existing_log
 from app.config import Settings
 from app.errors import NotestoreError
+from app.scrub import scrub
 from eventlog import pg_schema
 from eventlog.db import LOG_FILE, open_log
 from eventlog.dbapi import Connection
@@ -143,6 +144,7 @@ def erase(args: argparse.Namespace) -> int:
     if erasure.scope.before is None:
         print("its tombstone keeps what arrives later about it redacted")
     print(f"views rebuilt up to seq {rebuild_views(settings)}")
+    scrub(settings, url)
     return 0
 
 
