@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     # process and logs a warning (sessions then end when serve restarts).
     session_secret: str | None = Field(default=None, min_length=16)
     session_hours: float = Field(default=12.0, gt=0, le=24 * 366)
+    # Behind a reverse proxy that terminates TLS: count `X-Forwarded-Proto: https` (the value
+    # the nearest proxy set) as HTTPS, so the inspector's cookies are `Secure`. Only when every
+    # request reaches serve through that proxy: a client talking to serve directly could send it.
+    trust_forwarded_proto: bool = False
     # A delivery the log has not committed within this deadline is kept in the spool
     # instead (eventlog.spool), and drained into the log once it commits again.
     log_commit_timeout_ms: int = Field(default=2000, ge=1, le=600_000)

@@ -3,22 +3,49 @@ answer them on SQLite and PostgreSQL; plus the pieces the pages are made of."""
 
 from __future__ import annotations
 
+import datetime
+import json
 import re
 import ssl
+import time
+import urllib.parse
+import urllib.request
+from http.cookies import SimpleCookie
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from app.config import load_settings
+from app.config import Settings, fingerprint, load_settings
+from app.keys import RUNNER, SETTINGS
 from app.queries.activity import DAY, events_per_day
 from app.queries.scope import EVERYTHING, Scope
 from app.starter import write_starter
+from app.ui import chart
+from app.ui.admin import today_start
 from app.ui.guard import set_cookie
 from app.ui.session import Signer, new_session, safe_next
 from app.ui.timeline import around_the_change, field_changes
+from app.web import create_app
+from eventlog.append import Delivery
+from eventlog.intake import read_body
+from projections.comments import CommentsProjector
+from projections.mentions import MentionsProjector
+from projections.storage import Storage
 from tests import ui_kit
-from tests.helpers import MERCHANT, make_block, make_body, settled, signed_post
+from tests.helpers import (
+    APP_A,
+    MERCHANT,
+    SECRETS,
+    make_block,
+    make_body,
+    secret_for,
+    settled,
+    signature,
+    signed_post,
+    wait_for,
+)
+from tests.server import Server, write_config
 from tests.ui_kit import OTHER, bodies
 
 pytestmark = pytest.mark.backends("sqlite", "postgresql")
@@ -220,8 +247,10 @@ def test_notestore_init_writes_a_session_secret(tmp_path):
 @pytest.mark.backends("sqlite")
 @pytest.mark.parametrize("https", [False, True])
 def test_the_session_cookie_is_secure_exactly_when_served_over_https(https):
+    app = web.Application()
+    app[SETTINGS] = Settings()
     request = make_mocked_request(
-        "GET", "/ui/", sslcontext=ssl.create_default_context() if https else None
+        "GET", "/ui/", sslcontext=ssl.create_default_context() if https else None, app=app
     )
     response = web.Response()
     set_cookie(request, response, "notestore_session", "value", 60)
@@ -242,3 +271,170 @@ def test_a_long_text_changed_is_shown_around_what_changed():
     assert around_the_change("short", "text") == ("short", "text")
     assert around_the_change("x" * 300, "x" * 300 + "y") == ("…" + "x" * 60, "…" + "x" * 60 + "y")
     assert around_the_change(None, "x" * 300) == (None, "x" * 300)
+
+
+def _set_cookies(resp) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """The cookies an answer sets, by name, read from its Set-Cookie headers as sent."""
+    found: SimpleCookie = SimpleCookie()
+    for header in resp.headers.getall("Set-Cookie", ()):
+        found.load(header)
+    return dict(found)
+
+
+async def _sign_in_through(client, token: str, proto: str | None) -> tuple[dict, dict]:  # type: ignore[no-untyped-def]
+    """Sign in as a browser would behind a proxy sending `X-Forwarded-Proto: proto` (none if
+    None): the cookies the form and the sign-in set. Cookies are sent by hand (a Secure
+    cookie is not sent back over plain HTTP by the client's jar)."""
+    headers = {} if proto is None else {"X-Forwarded-Proto": proto}
+    form = await client.get("/ui/login", headers=headers)
+    form_cookies = _set_cookies(form)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', await form.text()).group(1)  # type: ignore[union-attr]
+    nonce = form_cookies["notestore_login"].value  # type: ignore[attr-defined]
+    signed = await client.post(
+        "/ui/login", data={"token": "ops-token", "csrf": csrf, "next": "/ui/status"},
+        headers={**headers, "Cookie": f"notestore_login={nonce}"}, allow_redirects=False,
+    )  # fmt: skip
+    assert signed.status == 303 and signed.headers["Location"] == "/ui/status"
+    return form_cookies, _set_cookies(signed)
+
+
+@pytest.mark.backends("sqlite")
+@pytest.mark.parametrize(
+    ("trusted", "proto", "secure"),
+    [(False, "https", False), (False, None, False), (True, "https", True), (True, "HTTPS", True),
+     (True, "http", False), (True, None, False), (True, "http, https", True),
+     (True, "https, http", False)],
+)  # fmt: skip
+async def test_x_forwarded_proto_makes_the_cookies_secure_only_when_trusted(
+    aiohttp_client, settings, trusted, proto, secure
+):
+    """Behind a proxy terminating TLS, `X-Forwarded-Proto: https` (its last value: what the
+    nearest proxy set) counts as HTTPS only with trust_forwarded_proto; never by default."""
+    assert Settings().trust_forwarded_proto is False
+    client = await aiohttp_client(
+        create_app(settings.model_copy(update={"trust_forwarded_proto": trusted}))
+    )
+    form_cookies, session_cookies = await _sign_in_through(client, "ops-token", proto)
+    login, session = form_cookies["notestore_login"], session_cookies["notestore_session"]
+    assert (bool(login["secure"]), bool(session["secure"])) == (secure, secure)  # type: ignore[index]
+    assert (session["httponly"], session["samesite"], session["path"]) == (True, "Strict", "/ui")  # type: ignore[index]
+    # the session works either way (the browser, on HTTPS, sends a Secure cookie back)
+    resp = await client.get(
+        "/ui/status", headers={"Cookie": f"notestore_session={session.value}"},  # type: ignore[attr-defined]
+        allow_redirects=False,
+    )  # fmt: skip
+    assert resp.status == 200
+
+
+@pytest.mark.backends("sqlite")
+def test_serve_reads_trust_forwarded_proto_from_its_config(tmp_path):
+    """A real `notestore serve` on 127.0.0.1 with `trust_forwarded_proto = true` in its file:
+    a sign-in forwarded as HTTPS sets a Secure session cookie, one forwarded as HTTP does not."""
+    config = write_config(tmp_path, SECRETS, {"ops-token": ["*"]},
+                          session_secret="a-session-secret-for-this-test",
+                          trust_forwarded_proto=True)  # fmt: skip
+    assert load_settings(config).trust_forwarded_proto is True
+
+    def sign_in(url: str, proto: str) -> SimpleCookie:
+        ask = urllib.request.Request(f"{url}/ui/login", headers={"X-Forwarded-Proto": proto})
+        with urllib.request.urlopen(ask, timeout=10) as resp:
+            form = resp.read().decode()
+            nonce = SimpleCookie(resp.headers["Set-Cookie"])["notestore_login"].value
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
+        data = urllib.parse.urlencode({"token": "ops-token", "csrf": csrf, "next": "/ui/"})
+        post = urllib.request.Request(f"{url}/ui/login", data=data.encode(), headers={
+            "X-Forwarded-Proto": proto, "Cookie": f"notestore_login={nonce}"})  # fmt: skip
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+                return None
+
+        try:
+            urllib.request.build_opener(NoRedirect).open(post, timeout=10)
+        except urllib.error.HTTPError as answer:  # the 303, not followed
+            assert answer.code == 303
+            found: SimpleCookie = SimpleCookie()
+            for header in answer.headers.get_all("Set-Cookie"):
+                found.load(header)
+            return found
+        raise AssertionError("the sign-in did not answer 303")
+
+    with Server(config) as server:
+        assert sign_in(server.url, "https")["notestore_session"]["secure"]
+        assert not sign_in(server.url, "http")["notestore_session"]["secure"]
+
+
+async def test_every_503_page_says_when_to_come_back(aiohttp_client, settings):
+    """A view not built yet is a 503 HTML page with Retry-After, as the API's 503 is (here the
+    notes and search views never are: the app folds only comments and mentions)."""
+    client = await aiohttp_client(create_app(settings, [CommentsProjector(), MentionsProjector()]))
+    await signed_in(client, "ops-token")
+    for path in ("/ui/", "/ui/?related=deal-1", "/ui/notes/n-1", "/ui/search?q=words"):
+        resp = await client.get(path)
+        assert resp.status == 503, path
+        assert resp.content_type == "text/html" and "is being built" in await resp.text(), path
+        assert resp.headers["Retry-After"].isdigit() and int(resp.headers["Retry-After"]) >= 1
+        assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+    api = await client.get("/notes/n-1", headers={"Authorization": "Bearer ops-token"})
+    assert api.status == 503 and api.headers["Retry-After"] == resp.headers["Retry-After"]
+    # a page whose views are built answers without it
+    await wait_for(lambda: client.app[RUNNER].is_ready("mentions"), what="mentions built")
+    resp = await client.get("/ui/accounts/acc-1/mentions")
+    assert resp.status == 200 and "Retry-After" not in resp.headers
+
+
+def _received_at(storage: Storage, at: float, block: dict) -> None:  # type: ignore[type-arg]
+    """Append one signed delivery to the log as if it had been received at `at`."""
+    raw = json.dumps(make_body(block)).encode()
+    delivery = Delivery(at, APP_A, fingerprint(secret_for(APP_A)), signature(raw), raw,
+                        read_body(raw, APP_A, at))  # fmt: skip
+    store = storage.log_store()
+    try:
+        store.append([delivery])
+    finally:
+        store.close()
+
+
+def _bars(page: str) -> dict[str, int]:
+    return {day: int(n) for day, n in re.findall(r"<title>(\d{4}-\d\d-\d\d) UTC: (\d+)</title>",
+                                                  page)}  # fmt: skip
+
+
+async def test_an_event_just_before_and_just_after_utc_midnight_lands_on_its_utc_day(
+    client, settings, monkeypatch
+):
+    """The chart's days run from UTC midnight to UTC midnight, whatever the server's zone
+    (here UTC+7, where both events fall on one local day): one event a second before
+    yesterday's UTC midnight, one a second after, one a second before today's."""
+    monkeypatch.setenv("TZ", "Asia/Ho_Chi_Minh")
+    time.tzset()
+    try:
+        midnight = today_start(time.time()) - DAY  # yesterday's start: both sides are past
+        for at in (midnight - 1, midnight + 1, midnight + DAY - 1):
+            _received_at(settings.storage, at, make_block())
+        await signed_in(client, "ops-token")
+        page = await (await client.get("/ui/status")).text()
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    day = lambda epoch: datetime.datetime.fromtimestamp(epoch, datetime.UTC).date().isoformat()  # noqa: E731
+    bars = _bars(page)
+    assert len(bars) == 30 and sum(bars.values()) == 3
+    assert (bars[day(midnight - 1)], bars[day(midnight + 1)]) == (1, 2), bars
+    assert "UTC days" in page and '<th scope="col">Day (UTC)</th>' in page
+
+
+@pytest.mark.backends("sqlite")
+def test_today_starts_at_utc_midnight_in_any_zone_and_the_bars_are_named_by_utc_day(monkeypatch):
+    midnight = datetime.datetime(2026, 3, 1, tzinfo=datetime.UTC).timestamp()
+    monkeypatch.setenv("TZ", "America/Los_Angeles")  # UTC-8: still Feb 28 there
+    time.tzset()
+    try:
+        assert today_start(midnight - 0.001) == midnight - DAY
+        assert today_start(midnight) == today_start(midnight + DAY - 0.001) == midnight
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    drawn = chart.bars([1, 0, 2], midnight)
+    assert [(bar.day, bar.count) for bar in drawn["bars"]] == [  # type: ignore[attr-defined]
+        ("2026-02-27", 1), ("2026-02-28", 0), ("2026-03-01", 2)]  # fmt: skip

@@ -9,8 +9,9 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from app.errors import NotestoreError
+from app.errors import NotestoreError, Unavailable
 from app.keys import SETTINGS
+from app.middleware import RETRY_AFTER_S
 from app.queries.merchants import Ambiguous
 from app.ui.render import page
 from app.ui.session import (
@@ -82,23 +83,41 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                               "merchants": exc.merchants}, status=409)  # fmt: skip
     except NotestoreError as exc:
         response = await page(request, "error.html", {"message": str(exc)}, status=exc.status)
+        if isinstance(exc, Unavailable) and exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
     except web.HTTPException as exc:
         if exc.status < 400:
             exc.headers.update(HEADERS)
             raise
         response = await page(request, "error.html", {"message": exc.text or exc.reason},
                               status=exc.status)  # fmt: skip
+        if "Retry-After" in exc.headers:
+            response.headers["Retry-After"] = exc.headers["Retry-After"]
+    if response.status == 503:  # as the API: every 503 says when to come back
+        response.headers.setdefault("Retry-After", str(RETRY_AFTER_S))
     response.headers.update(HEADERS)
     if not request.path.startswith(OPEN[1]):
         response.headers["Cache-Control"] = "no-store"
     return response
 
 
+def over_https(request: web.Request) -> bool:
+    """Whether the browser reached us over HTTPS: this connection's TLS, or, with
+    `trust_forwarded_proto`, the proxy's `X-Forwarded-Proto` (its last value: the one the
+    nearest proxy set; a value the client sent before it cannot win)."""
+    if request.secure:
+        return True
+    if not request.config_dict[SETTINGS].trust_forwarded_proto:
+        return False
+    values = ",".join(request.headers.getall("X-Forwarded-Proto", ())).split(",")
+    return values[-1].strip().lower() == "https"
+
+
 def set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str,
                 max_age: int) -> None:  # fmt: skip
     response.set_cookie(
         name, value, max_age=max_age, path=PATH, httponly=True, samesite="Strict",
-        secure=request.secure,
+        secure=over_https(request),
     )  # fmt: skip
 
 
