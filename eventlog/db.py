@@ -27,6 +27,10 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
     # Acknowledged means durable: fsync the WAL on every commit.
     conn.execute("PRAGMA synchronous = FULL")
+    # An erasure (notestore erase) must leave no copy of erased text in freed space: SQLite
+    # zeroes what a write frees only with secure_delete, and it is per connection, so every
+    # connection that may write the log has it (a read-only one frees nothing).
+    conn.execute("PRAGMA secure_delete = ON")
     return conn
 
 

@@ -85,6 +85,9 @@ def open_spool_db(folder: Path | str) -> sqlite3.Connection:
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")  # answered 200 means on disk
+    # A drained row is deleted: zero its bytes then, so that an erasure (notestore erase)
+    # leaves no copy of a note's text in the spool's freed space.
+    conn.execute("PRAGMA secure_delete = ON")
     conn.execute(_SCHEMA)
     return conn
 
@@ -151,9 +154,26 @@ class Spool:
     def remove(self, ids: Collection[int]) -> None:
         if not ids:
             return
-        with self._lock, immediate(self.conn):
-            self.conn.executemany("DELETE FROM spooled WHERE id = ?", [(i,) for i in ids])
-            self._bytes = spool_stats(self.conn).bytes  # once per drained batch
+        with self._lock:
+            with immediate(self.conn):
+                self.conn.executemany("DELETE FROM spooled WHERE id = ?", [(i,) for i in ids])
+                stats = spool_stats(self.conn)  # once per drained batch
+                self._bytes = stats.bytes
+            if stats.depth == 0:
+                self._empty_wal()
+
+    def _empty_wal(self) -> None:
+        """The spool is empty: cut its WAL to nothing, so that the deliveries it held (their
+        rows deleted, zeroed by secure_delete) leave no copy in spool.db-wal either (an
+        erasure's text among them). Without waiting: a reader (`notestore status`) keeps
+        it for the next time the spool empties, or for `notestore erase`'s scrub."""
+        self.conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError:
+            pass
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     def failed(self, spool_id: int, error: str) -> int:
         """Count one more failed attempt to drain a delivery; returns its attempts."""
