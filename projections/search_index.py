@@ -95,3 +95,17 @@ def fts5_query(words: Sequence[str]) -> str:
     prefix or NEAR can come from the words (they hold letters and digits only, and a quote
     would be doubled anyway)."""
     return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+
+
+def optimize(conn: Connection) -> list[str]:
+    """SQLite: merge each generation's FTS5 index into a single segment, so that no old
+    segment keeps the words of a document deleted from it (FTS5 only adds a delete entry
+    until its segments are merged; with secure_delete the freed pages are zeroed). Inside
+    the caller's transaction; returns the tables merged. PostgreSQL: nothing to do here
+    (VACUUM removes the dead index entries)."""
+    if is_postgresql(conn):
+        return []
+    tables = _tables(conn)
+    for table in tables:
+        conn.execute(f"INSERT INTO {table}({table}) VALUES ('optimize')")
+    return tables
