@@ -6,8 +6,14 @@ backend: in process (the page's queries and its template, as the handler runs th
 server spends) and over HTTP against `notestore serve` on 127.0.0.1 with a signed-in session
 (the server's time plus a local round trip: an upper bound of it).
 
+The machine may be shared, so wall-clock times are printed with the CPU time of the same
+work, which other processes do not inflate: in process, the thread's CPU time of each render
+(time.thread_time); over HTTP, the serve process's CPU time (user + system, from /proc) over
+all the samples, per page. The load average is printed before and after. --profile prints
+cProfile's top functions of the in-process render.
+
     python scripts/bench_ui.py [--events 500] [--samples 300] [--backend sqlite|postgresql|both]
-                               [--database-url URL]
+                               [--database-url URL] [--profile]
 
 The note gets one create, then updates and comments (a create and an update each) until its
 history holds --events events; they are posted as signed deliveries through the webhook.
@@ -17,6 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import os
+import pstats
 import re
 import sys
 import tempfile
@@ -82,8 +91,11 @@ def story(events: int) -> list[dict[str, Any]]:
     return blocks
 
 
-def in_process(storage: Storage, samples: int) -> list[float]:
-    """The handler's work without HTTP: the page's queries, then its template."""
+def in_process(
+    storage: Storage, samples: int, profile: bool = False
+) -> tuple[list[float], list[float]]:
+    """The handler's work without HTTP: the page's queries, then its template. Wall-clock and
+    CPU times (ms) of each sample."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("app.ui", "templates"), autoescape=True,
         undefined=jinja2.StrictUndefined,
@@ -93,22 +105,38 @@ def in_process(storage: Storage, samples: int) -> list[float]:
     views, log = storage.views(), storage.log_reader()
     settle_gc()  # as serve does: start-up objects frozen, young collections less often
     extra = {"csrf": "x", "signed_in": True, "everything": True, "path": "/", "note_url": "/"}
-    times = []
+    times, cpu = [], []
+
+    def once() -> str:
+        found = _note_page(views, log, EVERYTHING, NOTE, None, None)
+        assert found["timeline"], "no timeline"
+        return template.render({**found, **extra})
+
     try:
         for _ in range(samples):
-            started = time.perf_counter()
-            found = _note_page(views, log, EVERYTHING, NOTE, None, None)
-            html = template.render({**found, **extra})
+            started, started_cpu = time.perf_counter(), time.thread_time()
+            html = once()
+            cpu.append((time.thread_time() - started_cpu) * 1000)
             times.append((time.perf_counter() - started) * 1000)
-        assert len(found["timeline"]) >= 500 or len(found["timeline"]) > 0, "no timeline"
         assert NOTE in html
+        if profile:
+            profiler = cProfile.Profile()
+            profiler.runcall(lambda: [once() for _ in range(20)])
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
     finally:
         views.close()
         log.close()
-    return times
+    return times, cpu
 
 
-async def over_http(url: str, samples: int) -> tuple[list[float], int]:
+def process_cpu_ms(pid: int) -> float:
+    """The user + system CPU time a process has used so far (Linux /proc), in ms."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+async def over_http(url: str, samples: int, pid: int) -> tuple[list[float], int, float]:
+    """Wall-clock times (ms) of each page over HTTP, its size, and serve's CPU ms per page."""
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         form = await (await session.get(f"{url}/ui/login")).text()
         csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
@@ -120,6 +148,7 @@ async def over_http(url: str, samples: int) -> tuple[list[float], int]:
         for _ in range(20):  # warm up
             await (await session.get(page)).read()
         times, size = [], 0
+        cpu_before = process_cpu_ms(pid)
         for _ in range(samples):
             started = time.perf_counter()
             resp = await session.get(page)
@@ -127,7 +156,7 @@ async def over_http(url: str, samples: int) -> tuple[list[float], int]:
             times.append((time.perf_counter() - started) * 1000)
             assert resp.status == 200
             size = len(body)
-        return times, size
+        return times, size, (process_cpu_ms(pid) - cpu_before) / samples
 
 
 def run(backend: str, database_url: str | None, args: argparse.Namespace) -> list[str]:
@@ -141,12 +170,15 @@ def run(backend: str, database_url: str | None, args: argparse.Namespace) -> lis
                 post(server.url, make_body(*blocks[start : start + 100]))
             wait_for_views(server.url)
             time.sleep(1)  # the last batch folded
-            http, size = asyncio.run(over_http(server.url, args.samples))
+            assert server.proc is not None
+            load = os.getloadavg()[0]
+            http, size, http_cpu = asyncio.run(over_http(server.url, args.samples, server.proc.pid))
         storage = Storage(Path(folder) / "data", database_url)
-        local = in_process(storage, args.samples)
+        local, local_cpu = in_process(storage, args.samples, args.profile)
     failures = []
     print(
-        f"{backend}: a note page with {args.events} timeline events ({size / 1e3:.0f} kB of HTML)"
+        f"{backend}: a note page with {args.events} timeline events ({size / 1e3:.0f} kB of HTML);"
+        f" load average {load:.2f} -> {os.getloadavg()[0]:.2f}"
     )
     for name, times in (("in process", local), ("over HTTP", http)):
         print(
@@ -154,6 +186,10 @@ def run(backend: str, database_url: str | None, args: argparse.Namespace) -> lis
         )
         if p99(times) > TARGET_MS:
             failures.append(f"{backend} {name} p99 {p99(times):.1f} ms > {TARGET_MS:.0f} ms")
+    print(
+        f"  CPU time    in process p50 {median(local_cpu):.1f} ms, p99 {p99(local_cpu):.1f} ms"
+        f" (the render's thread); over HTTP {http_cpu:.1f} ms a page (serve's process)"
+    )
     return failures
 
 
@@ -161,6 +197,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=500)
     parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--profile", action="store_true", help="cProfile the in-process render")
     add_backend_arguments(parser)
     args = parser.parse_args()
     wanted = backends(args)

@@ -438,3 +438,28 @@ def test_today_starts_at_utc_midnight_in_any_zone_and_the_bars_are_named_by_utc_
     drawn = chart.bars([1, 0, 2], midnight)
     assert [(bar.day, bar.count) for bar in drawn["bars"]] == [  # type: ignore[attr-defined]
         ("2026-02-27", 1), ("2026-02-28", 0), ("2026-03-01", 2)]  # fmt: skip
+
+
+@pytest.mark.backends("sqlite")
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [("a" * 300, "a" * 301), ("a" * 301, "a" * 300), ("ab" * 150, "ab" * 150 + "b"),
+     ("x" + "ab" * 150, "y" + "ab" * 150), ("ab" * 150 + "x", "ab" * 150 + "y"),
+     ("a" * 150 + "b" * 150, "a" * 149 + "b" * 151), ("é" * 200 + "x" * 100, "é" * 201 + "x" * 99),
+     ("a" * 300, "b" * 300), ("a" * 300, "")],
+)  # fmt: skip
+def test_the_shared_start_and_end_of_a_long_text_are_found_as_character_by_character(before, after):
+    """around_the_change finds what two texts share by bisection; a character loop is the
+    reference (the shared end never overlaps the shared start)."""
+    shortest = min(len(before), len(after))
+    prefix = next((i for i in range(shortest) if before[i] != after[i]), shortest)
+    suffix = 0
+    while suffix < shortest - prefix and before[-1 - suffix] == after[-1 - suffix]:
+        suffix += 1
+    start, keep_end = max(0, prefix - 60), max(0, suffix - 60)
+
+    def cut(text: str) -> str:
+        end = len(text) - keep_end
+        return ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
+
+    assert around_the_change(before, after) == (cut(before), cut(after))

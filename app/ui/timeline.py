@@ -66,10 +66,8 @@ def around_the_change(before: Any, after: Any) -> tuple[Any, Any]:
     ):
         return before, after
     shortest = min(len(before), len(after))
-    prefix = next((i for i in range(shortest) if before[i] != after[i]), shortest)
-    suffix = 0
-    while suffix < shortest - prefix and before[-1 - suffix] == after[-1 - suffix]:
-        suffix += 1
+    prefix = _shared(before, after, shortest)
+    suffix = _shared(before[prefix:][::-1], after[prefix:][::-1], shortest - prefix)
     start, keep_end = max(0, prefix - CONTEXT), max(0, suffix - CONTEXT)
 
     def cut(text: str) -> str:
@@ -77,6 +75,19 @@ def around_the_change(before: Any, after: Any) -> tuple[Any, Any]:
         return ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
 
     return cut(before), cut(after)
+
+
+def _shared(one: str, other: str, most: int) -> int:
+    """How many leading characters (at most `most`) the two texts share: a bisection over
+    slices compared in C, not a loop over characters (500 long texts a page)."""
+    low, high = 0, most  # the length shared lies in [low, high]
+    while low < high:
+        middle = (low + high + 1) // 2
+        if one[low:middle] == other[low:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def _missing(elements: list[Any], other: list[Any]) -> list[Any]:
