@@ -89,7 +89,7 @@ def scrub(
             for t in (*pg_schema.LOG_TABLES, *pg_schema.ERASURE_TABLES)
         ]
         _vacuum(log_url or views_url, "the log", lambda _: log_tables, report)
-        _vacuum(views_url, "the views", _views_tables, report)
+        _vacuum(views_url, "the views", _views_tables, report, reindex=True)
     _spool(settings.spool_path / SPOOL_FILE, deadline, report)
     for line in report.done:
         print(f"scrub: {line}")
@@ -126,13 +126,12 @@ def _zero_freelist(path: Path, report: Scrubbed) -> None:
     conn = connect(path)  # secure_delete on
     try:
         page = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        zeroed = 0
+        zeroed = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
         while free := int(conn.execute("PRAGMA freelist_count").fetchone()[0]):
             with immediate(conn):  # a row whose overflow pages take up to FILL_PAGES of them
                 conn.execute(f"CREATE TABLE IF NOT EXISTS {FILL_TABLE} (b BLOB NOT NULL)")
                 size = max(1, min(free, FILL_PAGES) - 1) * (page - 4)
                 conn.execute(f"INSERT INTO {FILL_TABLE} (b) VALUES (zeroblob(?))", (size,))
-            zeroed += min(free, FILL_PAGES)
         _drop_fill(conn)
     finally:
         conn.close()
@@ -242,15 +241,20 @@ def _vacuum(
     what: str,
     tables_of: Callable[[psycopg.Connection[tuple[object, ...]]], list[sql.Composable]],
     report: Scrubbed,
+    *,
+    reindex: bool = False,
 ) -> None:
     """VACUUM each table (not in a transaction: autocommit), as the role of `url`; a table
-    it may not vacuum, or whose dead rows an open snapshot still needs, is reported."""
+    it may not vacuum, or whose dead rows an open snapshot still needs, is reported.
+    reindex: then rebuild its indexes too (_reindex)."""
     messages: list[str] = []
     with psycopg.connect(url, autocommit=True) as conn:
         conn.add_notice_handler(lambda d: messages.append(d.message_primary or ""))
         tables = tables_of(conn)
         for table in tables:
             conn.execute(sql.SQL("VACUUM (VERBOSE) {}").format(table))
+        if reindex:
+            _reindex(conn, what, tables, report)
     skipped = [m for m in messages if "skipping" in m]
     kept = sum(int(m.group(1)) for line in messages for m in _NOT_REMOVABLE.finditer(line))
     for line in skipped:
@@ -262,3 +266,27 @@ def _vacuum(
             " VACUUM on those tables once that transaction is over)"
         )
     report.done.append(f"{what}: {len(tables)} tables vacuumed")
+
+
+def _reindex(
+    conn: psycopg.Connection[tuple[object, ...]],
+    what: str,
+    tables: list[sql.Composable],
+    report: Scrubbed,
+) -> None:
+    """Rebuild each table's indexes into new files (CONCURRENTLY: serve keeps reading and
+    writing). VACUUM removes a dead row's entries from a B-tree without zeroing them, and a
+    GIN index (the search view's words) never removes a key once added: the views' indexes
+    hold text (mentions, words), so after an erasure they are written anew and the old
+    files dropped. The log's indexes hold ids and digests only: they are left alone."""
+    failed = []
+    for table in tables:
+        try:
+            conn.execute(sql.SQL("REINDEX TABLE CONCURRENTLY {}").format(table))
+        except psycopg.errors.UndefinedTable:
+            continue  # dropped meanwhile (a rebuild's swap): its files went with it
+        except psycopg.Error as exc:
+            failed.append(f"{table.as_string(conn)}: {str(exc).strip()}")
+    for line in failed:
+        report.warnings.append(f"REINDEX of {what}, {line}: its old index may hold erased text")
+    report.done.append(f"{what}: indexes of {len(tables) - len(failed)} tables rebuilt")

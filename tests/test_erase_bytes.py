@@ -97,6 +97,8 @@ async def test_an_erased_note_leaves_no_byte_of_its_text_in_the_data_dir_or_the_
         assert in_tables == [], f"erased text still in {in_tables}"
         in_tuples = _traces_in_tuples(settings.database_url)
         assert in_tuples == [], f"erased text still in row versions of {in_tuples}"
+        in_indexes = _traces_in_indexes(settings.database_url)
+        assert in_indexes == [], f"erased text still in the pages of indexes {in_indexes}"
     assert (await client.get(f"/notes/{NOTE}", headers=_ops())).status == 410
 
 
@@ -165,6 +167,28 @@ def _traces_in_tuples(url: str) -> list[tuple[str, str]]:
                     ):
                         raw = bytes(data)
                         found += [(relation, t) for t in TRACES if t.encode() in raw]
+        finally:
+            conn.execute("DROP EXTENSION pageinspect")
+    return sorted(set(found))
+
+
+def _traces_in_indexes(url: str) -> list[tuple[str, str]]:
+    """(index, trace) for every page of every index that holds a trace, entries removed by
+    VACUUM included (their bytes stay) and a GIN index's keys (never removed)."""
+    found = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+        try:
+            indexes = conn.execute(
+                "SELECT c.oid::regclass::text,"
+                " pg_relation_size(c.oid) / current_setting('block_size')::int"
+                " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE c.relkind = 'i' AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+            ).fetchall()
+            for index, blocks in indexes:
+                for block in range(int(blocks)):
+                    (page,) = conn.execute("SELECT get_raw_page(%s, %s)", (index, block)).fetchone()
+                    found += [(index, t) for t in TRACES if t.encode() in bytes(page)]
         finally:
             conn.execute("DROP EXTENSION pageinspect")
     return sorted(set(found))
