@@ -136,6 +136,25 @@ def test_a_reader_signs_in_follows_a_notes_story_back_in_time_and_signs_out(page
     assert page.url.startswith(f"{served.url}/ui/login")
 
 
+def test_a_note_is_opened_by_its_id_and_its_diff_shows_times_as_times(page, served):
+    """The home page's "open a note by its id" (a newcomer holding an id from the README or
+    from Mobio); a *_time field's change shows as a time in the viewer's zone, not a number."""
+    sign_in(page, served, ONLY_A)
+    page.get_by_label("Open a note by its id").fill("n-story")
+    page.get_by_role("button", name="Open note").click()
+    assert page.url == f"{served.url}/ui/notes/n-story"
+    update = page.locator("li.event", has_text="note_update_data")
+    before, after = update.locator("tr", has_text="updated_time").locator("time").all()
+    assert before.get_attribute("datetime") == "2022-11-23T10:40:00.000Z"
+    assert after.get_attribute("datetime") == "2022-11-24T14:26:40.000Z"
+    assert "17:40:00" in before.inner_text() and "21:26:40" in after.inner_text()  # UTC+7
+    page.goto(f"{served.url}/ui/")
+    page.get_by_label("Open a note by its id").fill("n-other")  # another merchant's
+    page.get_by_role("button", name="Open note").click()
+    assert "n-other" in page.url and "SECRET-OF-B" not in page.content()
+    assert page.get_by_role("alert").count() == 1
+
+
 def test_times_show_in_the_viewers_zone_and_a_chosen_local_time_shows_the_note_then(page, served):
     """static/time.js (allowed by the CSP) shows UTC times in the browser's zone (UTC+7 here),
     and the date-and-time field is read in that zone: 20:00 there is before the update."""

@@ -25,7 +25,7 @@ from app.ui import chart
 from app.ui.admin import today_start
 from app.ui.guard import set_cookie
 from app.ui.session import Signer, new_session, safe_next
-from app.ui.timeline import around_the_change, field_changes
+from app.ui.timeline import around_the_change, field_changes, timeline
 from app.web import create_app
 from eventlog.append import Delivery
 from eventlog.intake import read_body
@@ -463,3 +463,45 @@ def test_the_shared_start_and_end_of_a_long_text_are_found_as_character_by_chara
         return ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
 
     assert around_the_change(before, after) == (cut(before), cut(after))
+
+
+async def test_a_note_is_opened_by_its_id_from_the_home_page(client, settings):
+    """Even one the home page does not list: a note known only from its comments (as the note
+    of Mobio's comment samples, whose story is the quick start's)."""
+    comment = make_block("note_comment_create", event_detail=[
+        {"field_key": "object_id", "add": ["n-only-comments"]},
+        {"field_key": "description", "add": ["said about it"]}])  # fmt: skip
+    await signed_post(client, make_body(comment))
+    await settled(settings)
+    await signed_in(client, "merchant-token")
+    home = await (await client.get("/ui/")).text()
+    assert 'action="/ui/note"' in home and "n-only-comments" not in home
+    resp = await client.get("/ui/note?id=+n-only-comments+", allow_redirects=False)
+    assert (resp.status, resp.headers["Location"]) == (303, "/ui/notes/n-only-comments")
+    page = await client.get(resp.headers["Location"])
+    assert page.status == 200 and "said about it" in await page.text()
+    assert (await client.get("/ui/note?id=a%2Fb", allow_redirects=False)).headers[
+        "Location"
+    ] == "/ui/notes/a%2Fb"
+    for bad in ("", "id=", "id=%20", "id=a%00b"):
+        assert (await client.get(f"/ui/note?{bad}")).status == 400, bad
+
+
+@pytest.mark.backends("sqlite")
+def test_the_times_a_diff_changes_read_as_times():
+    """*_time fields hold epoch seconds: shown as <time> (UTC without JavaScript), not numbers;
+    other fields, and what is not a time, as they are."""
+    story = {"events": [{
+        "event_type": "note_update_data", "action_time": 1669108532.8, "received_at": 1669108533.0,
+        "actor": "u", "changes": [
+            {"field_key": "updated_time", "change": [{"from": 1669106044.477118, "to": 1669108532.829107}]},
+            {"field_key": "created_time", "add": ["2022-11-23T10:47Z"]},
+            {"field_key": "deleted_time", "add": [True, 1e300]},
+            {"field_key": "description", "change": [{"from": 1669106044, "to": "x"}]}]}]}  # fmt: skip
+    (event,) = timeline(story)
+    updated, created, deleted, description = event["diff"]
+    assert updated.changed == [(
+        '<time datetime="2022-11-22T08:34:04.477Z">2022-11-22 08:34:04 UTC</time>',
+        '<time datetime="2022-11-22T09:15:32.829Z">2022-11-22 09:15:32 UTC</time>')]  # fmt: skip
+    assert (created.added, deleted.added) == (["2022-11-23T10:47Z"], [True, 1e300])
+    assert description.changed == [(1669106044, "x")]

@@ -70,6 +70,7 @@ def story_blocks() -> list[dict[str, Any]]:
         make_block("note_update_data", note_id="n-story", action_time=UPDATED, event_detail=[
             _field("description", change=[{"from": OLD, "to": NEW}]),
             _field("updated_by", add=["user-editor"]),
+            _field("updated_time", change=[{"from": CREATED, "to": UPDATED}]),
             _field("attachment_ids", add=[["file-1"]]),
         ]),
     ]  # fmt: skip

@@ -55,6 +55,7 @@ def ui_app(settings: Settings) -> web.Application:
     ui.router.add_post("/logout", guard.logout)
     ui.router.add_get("/", pages.home)
     ui.router.add_get("/notes/{note_id}", pages.note)
+    ui.router.add_get("/note", pages.note_form)
     ui.router.add_get("/search", pages.search_results)
     ui.router.add_get("/mentions", pages.mentions_form)
     ui.router.add_get("/accounts/{account_id}/mentions", pages.mention_feed)

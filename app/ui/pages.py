@@ -107,6 +107,16 @@ async def note(request: web.Request) -> web.Response:
     return await page(request, "note.html", found)
 
 
+async def note_form(request: web.Request) -> web.Response:
+    """The home page's "open a note by its id": its page, whether or not the note is among
+    those listed (a note known only from its comments never is)."""
+    note_id = (request.query.get("id") or "").strip()
+    if not note_id:
+        raise BadRequest("name a note id")
+    note_id = params.entity_id(note_id, "note id")
+    return see_other(f"{PATH}/notes/{quote(note_id, safe='')}")
+
+
 async def mentions_form(request: web.Request) -> web.Response:
     account = (request.query.get("account") or "").strip()
     if not account:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from markupsafe import Markup
 
 from eventlog.models import DELETE_EVENTS
 from projections.values import LIST_FIELDS, canonical_field, element_key, elements_of
@@ -108,6 +109,24 @@ def shown(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
+def readable_times(changes: list[Change]) -> list[Change]:
+    """The values of the *_time fields (epoch seconds) as <time> elements, readable (UTC, and
+    the viewer's zone with static/ui.js) instead of bare numbers; other values as they are."""
+    from app.ui.render import iso, readable  # (render imports this module)
+
+    def moment(value: Any) -> Any:
+        at = iso(value)  # '' for what is not a time
+        return Markup(f'<time datetime="{at}">{readable(value)}</time>') if at else value
+
+    for change in changes:
+        if change.name.endswith("_time"):
+            change.added = [moment(v) for v in change.added]
+            change.removed = [moment(v) for v in change.removed]
+            change.last_values = [moment(v) for v in change.last_values]
+            change.changed = [(moment(a), moment(b)) for a, b in change.changed]
+    return changes
+
+
 def timeline(history: dict[str, Any]) -> list[dict[str, Any]]:
     """The history's events, newest first, each with its field changes and its times and actor
     as the page shows them (made here once: a template's macro per value costs more)."""
@@ -116,7 +135,7 @@ def timeline(history: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             **event,
-            "diff": field_changes(event["event_type"], event.get("changes")),
+            "diff": readable_times(field_changes(event["event_type"], event.get("changes"))),
             "at_iso": iso(event["action_time"]),
             "at_text": readable(event["action_time"]),
             "received_iso": iso(event["received_at"]),
