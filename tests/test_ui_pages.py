@@ -154,6 +154,9 @@ async def test_a_note_known_only_from_its_comments_shows_its_history_and_thread(
     assert resp.status == 200 and "No event of the note itself has arrived" in page
     assert "note_comment_create" in page and page.count(f"said under {MERCHANT}") == 2
     assert (await client.get(f"/ui/notes/n-{OTHER}")).status == 404
+    then = await (await client.get(f"/ui/notes/n-{MERCHANT}?as_of=2030-01-01T00:00Z")).text()
+    assert "only events of its comments (the timeline below)" in then
+    assert "The note did not exist yet." not in then
 
 
 async def test_home_lists_the_most_recently_changed_notes_first_and_pages(client, settings):
@@ -505,3 +508,14 @@ def test_the_times_a_diff_changes_read_as_times():
         '<time datetime="2022-11-22T09:15:32.829Z">2022-11-22 09:15:32 UTC</time>')]  # fmt: skip
     assert (created.added, deleted.added) == (["2022-11-23T10:47Z"], [True, 1e300])
     assert description.changed == [(1669106044, "x")]
+
+
+@pytest.mark.backends("sqlite")
+async def test_the_pages_icon_is_served_without_a_session(client):
+    """Linked by every page (the sign-in form included): else browsers ask for /favicon.ico."""
+    assert 'rel="icon" href="/ui/favicon.svg"' in await (await client.get("/ui/login")).text()
+    resp = await client.get("/ui/favicon.svg", allow_redirects=False)
+    assert (resp.status, resp.content_type) == (200, "image/svg+xml")
+    assert (await resp.read()).startswith(b"<svg")
+    assert "no-store" not in resp.headers["Cache-Control"]
+    assert "default-src 'self'" in resp.headers["Content-Security-Policy"]

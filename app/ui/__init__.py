@@ -24,6 +24,19 @@ log = structlog.get_logger("notestore.ui")
 STATIC = Path(__file__).parent / "static"
 
 
+# The pages' icon (linked by base.html): without one, browsers ask for /favicon.ico, a 404.
+ICON = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16"'
+    b' rx="3" fill="#1f5fbf"/><path d="M4 4h8M4 8h8M4 12h5" stroke="#fff" stroke-width="2"/></svg>'
+)
+
+
+async def icon(request: web.Request) -> web.Response:
+    return web.Response(
+        body=ICON, content_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"}
+    )
+
+
 def signer_for(settings: Settings) -> Signer:
     """session_secret, or (not configured) a random one for this process (warn_unset says so)."""
     return Signer(settings.session_secret or secrets.token_bytes(32))
@@ -62,6 +75,7 @@ def ui_app(settings: Settings) -> web.Application:
     ui.router.add_get("/quarantine", admin.quarantine)
     ui.router.add_post("/quarantine/{item_id}/replay", admin.replay)
     ui.router.add_get("/status", admin.status)
+    ui.router.add_get("/favicon.svg", icon)
     ui.router.add_static("/static/", STATIC, name="static")
     return ui
 

@@ -38,11 +38,11 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
-OPEN = (f"{PATH}/login", f"{PATH}/static/")
+OPEN = (f"{PATH}/login", f"{PATH}/static/", f"{PATH}/favicon.svg")
 
 
 def _is_open(path: str) -> bool:
-    return path == OPEN[0] or path.startswith(OPEN[1])
+    return path in (OPEN[0], OPEN[2]) or path.startswith(OPEN[1])
 
 
 def to_login(request: web.Request) -> web.HTTPSeeOther:
@@ -96,7 +96,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if response.status == 503:  # as the API: every 503 says when to come back
         response.headers.setdefault("Retry-After", str(RETRY_AFTER_S))
     response.headers.update(HEADERS)
-    if not request.path.startswith(OPEN[1]):
+    if not request.path.startswith(OPEN[1]) and request.path != OPEN[2]:
         response.headers["Cache-Control"] = "no-store"
     return response
 
