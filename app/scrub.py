@@ -16,12 +16,13 @@ or a DELETE frees is zeroed as it is freed. But
   again until a deadline, and the operator is told if it never got through.
 - Space freed before secure_delete was on (a database written by an older notestore) is
   not zeroed: views.db and spool.db are VACUUMed (rewritten whole: they are small and
-  serve keeps working meanwhile); the log is not (docs/operations.md, "Erasure requests",
-  says why and what to do instead).
+  serve keeps working meanwhile); the log is not (huge, and append-only: its free pages
+  are overwritten with zeros instead; docs/operations.md, "Erasure requests", says why).
 
 PostgreSQL. An UPDATE leaves the old row version in place until VACUUM removes it: the log's
 tables are VACUUMed as the owner (the erasure's role), the views' as the service role (which
-owns them). VACUUM runs outside any transaction (autocommit). What PostgreSQL keeps
+owns them), and the views' indexes rebuilt (a GIN index never drops a key). VACUUM runs
+outside any transaction (autocommit). What PostgreSQL keeps
 elsewhere (free space not zeroed, WAL, archives, backups) is for the operator:
 docs/operations.md.
 """
