@@ -66,7 +66,7 @@ TABLES: tuple[Table, ...] = (
 # chunk whose snapshot holds one stops the run before writing anything of it: every row
 # read before was read unredacted, so the target stays a verified prefix of the log as it
 # was before the erasure.
-ERASURE_TABLES: tuple[str, ...] = ("erasures", "erased_rows", "tombstones")
+ERASURE_TABLES: tuple[str, ...] = ("erasures", "erased_rows", "tombstones", "erasure_ends")
 
 Heads = dict[str, int]  # table -> the last key copied (0: none)
 Chunk = dict[str, list[tuple[Any, ...]]]

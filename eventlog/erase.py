@@ -13,6 +13,8 @@ PgConnection, whose BEGIN IMMEDIATE takes the append lock):
    lets an UPDATE through only for such a row, with the marker of an erasure whose scope
    covers it (eventlog.migrations step 4, eventlog.pg_schema step 3). On PostgreSQL the
    transaction names the erasure (`notestore.erasure`) as well.
+4. `end_erasure` records that it is done: the entry projectors read after the rows it
+   redacted, to fold again each entity it touched (projections.engine).
 Rows are redacted once: a row already a marker is left as it is. A run stopped between
 chunks leaves its erasure recorded and part of its rows redacted; erasing the same scope
 again records a new erasure that redacts the rest.
@@ -286,6 +288,16 @@ def _redact(
         ],
     )
     conn.executemany(UPDATES[table], [(new, key) for key, _, new in changes])
+
+
+def end_erasure(conn: Connection, erasure_id: int, at: float | None = None) -> None:
+    """Record that every row of the erasure is redacted: the entry projectors read to fold
+    the entities it touched again (eventlog.read.erasure_head)."""
+    with immediate(conn):
+        conn.execute(
+            "INSERT INTO erasure_ends (erasure_id, at) VALUES (?, ?)",
+            (erasure_id, time.time() if at is None else at),
+        )
 
 
 def erased_counts(conn: Connection, erasure_id: int) -> dict[str, int]:

@@ -341,6 +341,18 @@ MIGRATIONS: list[str] = [
     _redaction_only("events", "seq", chain.EVENT_COLUMNS, _EVENT_REDACTION)
     + _redaction_only("requests", "id", chain.REQUEST_COLUMNS, _REQUEST_REDACTION)
     + _redaction_only("quarantine", "id", _QUARANTINE_COLUMNS, _QUARANTINE_REDACTION),
+    # 6: an erasure's end (eventlog.erase): the entry projectors read after the rows it
+    # redacted, to fold the entities it touched again (projections.engine); and the status
+    # chart's count of events received per day reads a range of received_at
+    """
+    CREATE TABLE erasure_ends (
+        erasure_id INTEGER PRIMARY KEY REFERENCES erasures(id),
+        at REAL NOT NULL
+    );
+    CREATE INDEX events_by_received_at ON events(received_at);
+    """
+    + _APPEND_ONLY.format(table="erasure_ends")
+    + _NO_REPLACE.format(table="erasure_ends", key="erasure_id", pk="erasure_id"),
 ]
 
 

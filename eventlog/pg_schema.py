@@ -345,6 +345,16 @@ MIGRATIONS: list[str] = [
     END;
     $$;
     """.replace("@MARKER@", MARKER_PREFIX),
+    # 5: an erasure's end, the entry projectors read after the rows it redacted (SQLite's
+    # step 6); and an index for the status chart's count of events received per day
+    """
+    CREATE TABLE erasure_ends (
+        erasure_id BIGINT PRIMARY KEY REFERENCES erasures(id),
+        at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX events_by_received_at ON events(received_at);
+    """
+    + _APPEND_ONLY.format(table="erasure_ends"),
 ]
 
 
@@ -413,6 +423,10 @@ def grant_service(conn: psycopg.Connection[Any], service: str) -> None:
         conn.execute(sql.SQL("GRANT INSERT, SELECT ON {} TO {}").format(tables, role))
         if _version(conn) >= ERASURE_STEP:
             _grant_erasures(conn, role)
+        if _version(conn) >= ERASURE_ENDS_STEP:  # written by the owner's erase; read to follow
+            ends = sql.Identifier(SCHEMA, "erasure_ends")
+            conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(ends, role))
+            conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(ends, role))
         # nextval() for the identity columns of quarantine and quarantine_replays
         conn.execute(sql.SQL("REVOKE ALL ON SEQUENCE {} FROM {}").format(sequences, role))
         conn.execute(sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(sequences, role))
@@ -425,6 +439,7 @@ def grant_service(conn: psycopg.Connection[Any], service: str) -> None:
 
 
 ERASURE_STEP = 3  # the migration that adds ERASURE_TABLES
+ERASURE_ENDS_STEP = 5  # the migration that adds erasure_ends
 
 
 def _grant_erasures(conn: psycopg.Connection[Any], role: sql.Identifier) -> None:

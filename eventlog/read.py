@@ -120,3 +120,24 @@ def log_counts(conn: Connection) -> dict[str, int]:
         "quarantined": int(one("SELECT count(*) FROM quarantine").fetchone()[0]),
         "last_seq": head_seq(conn),
     }
+
+
+def erasure_head(conn: Connection) -> int:
+    """The newest erasure that has ended (0: none): every row it redacted is redacted now."""
+    return int(conn.execute("SELECT coalesce(max(erasure_id), 0) FROM erasure_ends").fetchone()[0])
+
+
+def erased_entities(
+    conn: Connection, after: int, upto: int, upto_seq: int
+) -> set[tuple[str | None, str]]:
+    """(merchant, entity id) of each event up to `upto_seq` that erasures after `after` and up
+    to `upto` redacted: the entities a view that has read that far must fold again. (An
+    erasure that never ended is covered by the next one that does.)"""
+    rows = conn.execute(
+        "SELECT DISTINCT e.merchant_id, e.entity_id FROM erased_rows r"
+        " JOIN events e ON e.seq = r.row_key"
+        " WHERE r.log_table = 'events' AND r.erasure_id > ? AND r.erasure_id <= ?"
+        " AND e.seq <= ? AND e.entity_id IS NOT NULL",
+        (after, upto, upto_seq),
+    )
+    return {(merchant, entity_id) for merchant, entity_id in rows}

@@ -73,7 +73,7 @@ def _migrated(tmp_path: Path, two_roles: tuple[str, str, str]) -> Path:
 
     done = notestore(config, "migrate", "--database-url", owner_url, "--service-role", service)
     assert done.returncode == 0, done.stderr
-    assert "schema version 4" in done.stdout and service in done.stdout
+    assert "schema version 5" in done.stdout and service in done.stdout
     shows_no_password(done, OWNER_PASSWORD, SERVICE_PASSWORD)
     again = notestore(config, "migrate", "--database-url", owner_url, "--service-role", service)
     assert again.returncode == 0, again.stderr  # idempotent

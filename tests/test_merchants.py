@@ -398,7 +398,7 @@ def test_a_log_written_before_message_ids_were_per_merchant_is_migrated_and_stil
     append_bodies(tmp_path, [body for _, body in genuine_bodies()])  # opens it: migrates it
     conn = connect(tmp_path / LOG_FILE)
     rows = conn.execute("SELECT * FROM events ORDER BY seq").fetchall()
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 5
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 6
     conn.close()
     assert len(rows) == 7
     with sqlite3.connect(tmp_path / LOG_FILE) as raw:  # the append-only triggers came back

@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BODY = b'{"data":[{"text":"a\\u0000b"}]}\x00\xff raw NUL and a byte that is not UTF-8'
 BLOCK = '{"message_id":"m-1","text":"a\\u0000b","nested":{"v":"\\u0000"}}'
 
-LATEST = 4  # the schema's steps: 1 the log, 2 requests by receipt time (the spool), 3 erasure,
-# 4 the erasure's UPDATE tightened (digest, exact ids, no second redaction)
+LATEST = 5  # the schema's steps: 1 the log, 2 requests by receipt time (the spool), 3 erasure,
+# 4 the erasure's UPDATE tightened (digest, exact ids, no second redaction), 5 erasure_ends
+APPEND_ONLY = (*pg_schema.LOG_TABLES, *pg_schema.ERASURE_TABLES, "erasure_ends")
 STEPS = [(n,) for n in range(1, LATEST + 1)]
 
 
@@ -166,10 +167,10 @@ def test_migrate_twice_changes_nothing_the_second_time(pg_url: str) -> None:
         assert conn.execute("SELECT version FROM schema_migrations").fetchall() == STEPS
         assert pg_schema.version(conn) == LATEST
     tables = {name for kind, name, relkind in first if kind == "table" and relkind == "r"}
-    assert tables == {*pg_schema.LOG_TABLES, *pg_schema.ERASURE_TABLES, "schema_migrations"}
+    assert tables == {*APPEND_ONLY, "schema_migrations"}
     triggers = {(name, enabled) for kind, name, enabled in first if kind == "trigger"}
     assert triggers == {  # ALWAYS
-        *((f"{t}_append_only", "A") for t in (*pg_schema.LOG_TABLES, *pg_schema.ERASURE_TABLES)),
+        *((f"{t}_append_only", "A") for t in APPEND_ONLY),
         *((f"{t}_erasure_only", "A") for t in ("events", "requests", "quarantine")),
     }
 
@@ -356,7 +357,7 @@ def test_the_service_role_cannot_get_around_the_triggers(log: Log, statement: st
         triggers = conn.execute(
             "SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%append_only' AND tgenabled = 'A'"
         ).fetchone()
-        assert triggers == (len(pg_schema.LOG_TABLES) + len(pg_schema.ERASURE_TABLES),)
+        assert triggers == (len(APPEND_ONLY),)
 
 
 def test_roles_get_login_and_nothing_else(log: Log) -> None:
@@ -379,7 +380,7 @@ def test_roles_get_login_and_nothing_else(log: Log) -> None:
         ).fetchall()
         assert privileges == sorted(
             [(t, "INSERT,SELECT") for t in (*pg_schema.LOG_TABLES, "erased_rows", "tombstones")]
-            + [("erasures", "SELECT"), ("schema_migrations", "SELECT")]
+            + [("erasure_ends", "SELECT"), ("erasures", "SELECT"), ("schema_migrations", "SELECT")]
         )
 
 
