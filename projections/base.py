@@ -119,9 +119,18 @@ class EntityProjector(Projector):
             except Exception as exc:
                 raise ProjectionFailed(self.name, event, exc) from exc
 
-    def save_all(
-        self, conn: Connection, suffix: str, states: dict[Key, EntityState]
-    ) -> None:
+    def refold(self, conn: Connection, events: Sequence[LogEvent], suffix: str) -> None:
+        """Replace each entity `events` are about by a fresh fold of exactly these events
+        (all of its events, as the log holds them after an erasure: projections.engine)."""
+        states = {
+            (merchant_key(e.merchant_id), e.entity_id): EntityState(e.entity_id, e.merchant_id)
+            for e in events
+            if e.entity_id is not None
+        }
+        self.fold_into(conn, events, suffix, states)
+        self.save_all(conn, suffix, states)
+
+    def save_all(self, conn: Connection, suffix: str, states: dict[Key, EntityState]) -> None:
         writes = Writes()
         for state in states.values():
             self.save(writes, suffix, state)

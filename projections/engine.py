@@ -10,10 +10,17 @@ import bisect
 from collections.abc import Callable
 
 from eventlog.dbapi import Connection
-from eventlog.read import LogEvent, read_from
+from eventlog.read import LogEvent, erased_entities, erasure_head, read_by_entity, read_from
 from eventlog.transactions import immediate
-from projections.base import Projector
-from projections.store import LIVE, Target, position, set_position
+from projections.base import EntityProjector, Projector, merchant_key
+from projections.store import (
+    LIVE,
+    Target,
+    erasure_position,
+    position,
+    set_erasure_position,
+    set_position,
+)
 
 # Called at named points inside a batch; tests raise or SIGKILL from here.
 Hook = Callable[[str], None]
@@ -25,7 +32,15 @@ def _no_hook(point: str) -> None:
     return None
 
 
-Reader = Callable[[Connection, int, int], list[LogEvent]]
+# The erasure head (eventlog.read.erasure_head), read before the events: an erasure that
+# ended before them has redacted them; one that ends later is folded in at the next step.
+Batch = tuple[int, list[LogEvent]]
+Reader = Callable[[Connection, int, int], Batch]
+
+
+def read_batch(log: Connection, after: int, limit: int) -> Batch:
+    head = erasure_head(log)
+    return head, read_from(log, after, limit)
 
 
 class SharedReads:
@@ -34,24 +49,30 @@ class SharedReads:
     The projectors of one process tail the log in step, and two of them fold note events:
     sharing the batch reads and decodes each block once, not once per projector. The log
     is append-only, so what it held after seq N never changes; the batch is extended from
-    the log when a projector asks for more than it holds.
+    the log when a projector asks for more than it holds. (An erasure changes blocks in
+    place, but only before its end is recorded: the batch keeps the erasure head read before
+    it, so a projector given it folds that erasure again later: see apply_pending.)
     """
 
     def __init__(self) -> None:
         self.after = 0  # the batch is every event with after < seq <= events[-1].seq
         self.events: list[LogEvent] = []
+        self.head = 0  # the erasure head, read before the batch
 
     def read(self, log: Connection, after: int, limit: int) -> list[LogEvent]:
+        return self.read_batch(log, after, limit)[1]
+
+    def read_batch(self, log: Connection, after: int, limit: int) -> Batch:
         if self.events and self.after <= after < self.events[-1].seq:
             start = bisect.bisect_right(self.events, after, key=_seq)
             found = self.events[start : start + limit]
             if len(found) < limit:
                 found += read_from(log, found[-1].seq, limit - len(found))
-        else:
-            found = read_from(log, after, limit)
+            return self.head, found
+        head, found = read_batch(log, after, limit)
         if found:
-            self.after, self.events = after, found
-        return found
+            self.after, self.events, self.head = after, found, head
+        return head, found
 
 
 def _seq(event: LogEvent) -> int:
@@ -69,23 +90,58 @@ def apply_pending(
     target: Target = LIVE,
     limit: int = BATCH,
     hook: Hook = _no_hook,
-    reader: Reader = read_from,
+    reader: Reader = read_batch,
 ) -> int:
-    """Inside the caller's transaction: fold the next batch and move the checkpoint."""
+    """Inside the caller's transaction: fold the entities of any erasure ended since the
+    last batch again, then the next batch, and move the checkpoints."""
     checkpoint = position(views, projector.name, target)
     if checkpoint is None:
         raise NotBuilt(projector.name)
-    events = reader(log, checkpoint, limit)
+    head, events = reader(log, checkpoint, limit)
     hook("read")
+    applied = erasure_position(views, projector.name, target)
+    if head > applied:
+        forget_erased(projector, views, log, target, applied, head, checkpoint)
+        set_erasure_position(views, projector.name, target, head)
     if not events:
         return 0
-    # an erased event (its block a redaction marker, eventlog.erase) folds into nothing
-    relevant = [e for e in events if e.event_type in projector.event_types and not e.erased]
+    # an erased event (its block a redaction marker) is folded too: into nothing but a count
+    relevant = [e for e in events if e.event_type in projector.event_types]
     projector.apply(views, relevant, target.suffix)
     hook("applied")
     set_position(views, projector.name, target, events[-1].seq)
     hook("positioned")
     return len(events)
+
+
+def forget_erased(
+    projector: Projector,
+    views: Connection,
+    log: Connection,
+    target: Target,
+    after: int,
+    head: int,
+    checkpoint: int,
+) -> None:
+    """An erasure is an entry read after the events it redacted (spec/views.md, "Erasure"):
+    each entity it touched that this view has folded is folded again, afresh, from its events
+    up to the checkpoint as the log holds them now, so the view equals a rebuild."""
+    if not isinstance(projector, EntityProjector) or checkpoint == 0:
+        return
+    touched = {
+        (merchant_key(merchant), entity_id)
+        for merchant, entity_id in erased_entities(log, after, head, checkpoint)
+    }
+    if not touched:
+        return
+    events = [
+        e
+        for e in read_by_entity(log, sorted({entity_id for _, entity_id in touched}))
+        if e.seq <= checkpoint
+        and e.event_type in projector.event_types
+        and (merchant_key(e.merchant_id), e.entity_id) in touched
+    ]
+    projector.refold(views, events, target.suffix)
 
 
 def step(
@@ -95,7 +151,7 @@ def step(
     target: Target = LIVE,
     limit: int = BATCH,
     hook: Hook = _no_hook,
-    reader: Reader = read_from,
+    reader: Reader = read_batch,
 ) -> int:
     """One batch in one transaction; returns how many log events it consumed."""
     with immediate(views):

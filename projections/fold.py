@@ -30,6 +30,7 @@ class EntityState:
     deleted_time: float | None = None
     last_action_time: float | None = None
     event_count: int = 0
+    erased_count: int = 0  # erased events (eventlog.erase) folded: they count, nothing more
 
     # -- reading ---------------------------------------------------------------
 
@@ -53,10 +54,18 @@ class EntityState:
     def deleted(self) -> bool:
         return self.deleted_time is not None
 
+    @property
+    def erased(self) -> bool:
+        """Every event of it that the log holds was erased (spec/views.md: it answers 410)."""
+        return self.event_count == 0 and self.erased_count > 0
+
     # -- folding ---------------------------------------------------------------
 
     def fold(self, event: LogEvent) -> None:
         """Fold one log event of this entity's merchant in. Each event at most once."""
+        if event.erased:  # no register, no set element, no existence
+            self.erased_count += 1
+            return
         stamp: Stamp = event.stamp
         data = event.data_event
         is_delete = event.event_type in DELETE_EVENTS
@@ -115,6 +124,8 @@ class EntityState:
             "d": self.deleted_time,
             "t": self.last_action_time,
             "n": self.event_count,
+            # only when there is one: every other state's text stays as it was
+            **({"x": self.erased_count} if self.erased_count else {}),
         }
 
     @classmethod
@@ -133,6 +144,7 @@ class EntityState:
             deleted_time=data["d"],
             last_action_time=data["t"],
             event_count=data["n"],
+            erased_count=data.get("x", 0),
         )
 
 

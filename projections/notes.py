@@ -24,8 +24,9 @@ def related_ids(doc: dict[str, Any]) -> Iterator[str]:
 
 class NotesProjector(EntityProjector):
     name = "notes"
-    # 2: list fields that named no element stay out of extra; 3: keyed by (merchant, note)
-    version = 3
+    # 2: list fields that named no element stay out of extra; 3: keyed by (merchant, note);
+    # 4: erased notes are kept as such (they answer 410), recent notes have an index
+    version = 4
     event_types = NOTE_EVENTS
     tables = ("notes", "note_links")
     state_table = "notes"
@@ -41,9 +42,12 @@ class NotesProjector(EntityProjector):
                 last_action_time REAL,
                 doc TEXT NOT NULL,
                 state TEXT NOT NULL,
+                erased INTEGER NOT NULL,
                 PRIMARY KEY (merchant_id, note_id)
             )""",
             f"CREATE INDEX notes_{g}_id ON notes{suffix} (note_id)",
+            f"CREATE INDEX notes_{g}_recent ON notes{suffix}"
+            " (last_action_time DESC, note_id DESC, merchant_id DESC)",
             f"""CREATE TABLE note_links{suffix} (
                 related_id TEXT NOT NULL,
                 merchant_id TEXT NOT NULL,
@@ -63,6 +67,7 @@ class NotesProjector(EntityProjector):
             "merchant_id": merchant,
             "note_id": state.entity_id,
             "deleted": int(state.deleted),
+            "erased": int(state.erased),
             "last_action_time": state.last_action_time,
             "doc": doc_text(doc),
             "state": state_text(state),

@@ -11,13 +11,19 @@ import time
 from collections.abc import Callable
 
 from eventlog.dbapi import Connection
-from eventlog.read import head_seq, iter_from
+from eventlog.read import erasure_head, head_seq, iter_from
 from eventlog.transactions import immediate
 from projections.base import EntityProjector, Key, Projector
 from projections.engine import BATCH, apply_pending, step
 from projections.fold import EntityState
 from projections.gc_pause import gc_paused
-from projections.store import REBUILD, set_position
+from projections.store import (
+    LIVE,
+    REBUILD,
+    erasure_position,
+    set_erasure_position,
+    set_position,
+)
 
 Progress = Callable[[int, int], None]  # (events done, events in the log)
 
@@ -40,8 +46,11 @@ def _next_generation(views: Connection, name: str) -> int:
     return int(row[0] or 0) + 1
 
 
-def start_rebuild(views: Connection, projector: Projector) -> int:
-    """Fresh empty tables beside the live ones (any left by a crashed rebuild are dropped)."""
+def start_rebuild(views: Connection, projector: Projector, erasures: int = 0) -> int:
+    """Fresh empty tables beside the live ones (any left by a crashed rebuild are dropped).
+
+    `erasures`: the erasure head read before the rebuild reads the log, so that an erasure
+    ending later is folded in by the swap's catch-up."""
     with immediate(views):
         generation = _next_generation(views, projector.name)
         _drop(views, projector, REBUILD.suffix)
@@ -53,6 +62,7 @@ def start_rebuild(views: Connection, projector: Projector) -> int:
             " started_at = excluded.started_at",
             (projector.name, generation, time.time()),
         )
+        set_erasure_position(views, projector.name, REBUILD, erasures)
     return generation
 
 
@@ -80,6 +90,9 @@ def swap_in(
             " checkpoint = excluded.checkpoint, generation = excluded.generation,"
             " built_at = excluded.built_at",
             (projector.name, projector.version, checkpoint, generation, time.time()),
+        )
+        set_erasure_position(
+            views, projector.name, LIVE, erasure_position(views, projector.name, REBUILD)
         )
         views.execute("DELETE FROM rebuilds WHERE name = ?", (projector.name,))
         views.execute("DELETE FROM projector_errors WHERE name = ?", (projector.name,))
@@ -115,7 +128,8 @@ def rebuild_all(
     Folded states are kept in memory and written (with the rebuild checkpoint, in one
     transaction) when FLUSH_ENTITIES are held or the log ends; then each view is swapped in.
     """
-    generations = {p.name: start_rebuild(views, p) for p in projectors}
+    erasures = erasure_head(log)  # before any event is read
+    generations = {p.name: start_rebuild(views, p, erasures) for p in projectors}
     entity_projectors = [p for p in projectors if isinstance(p, EntityProjector)]
     others = [p for p in projectors if not isinstance(p, EntityProjector)]
     held: dict[str, dict[Key, EntityState]] = {p.name: {} for p in entity_projectors}
@@ -143,8 +157,8 @@ def rebuild_all(
         collected = 0
         for events in iter_from(log, 0, batch, until=total):
             for p in entity_projectors:
-                # an erased event (a redaction marker, eventlog.erase) folds into nothing
-                relevant = [e for e in events if e.event_type in p.event_types and not e.erased]
+                # an erased event (a redaction marker, eventlog.erase) folds into a count only
+                relevant = [e for e in events if e.event_type in p.event_types]
                 p.fold_into(views, relevant, REBUILD.suffix, held[p.name])
             done = events[-1].seq
             if sum(len(states) for states in held.values()) >= FLUSH_ENTITIES:

@@ -163,7 +163,7 @@ class Runner:
         # One projector writes the views at a time: waiting on this lock wakes at once, while
         # SQLite's busy handler would sleep in steps of up to 100 ms between retries.
         with self._write_lock:
-            return step(projector, views, events, limit=BATCH, reader=self._reads.read)
+            return step(projector, views, events, limit=BATCH, reader=self._reads.read_batch)
 
     def _succeeded(self, projector: Projector, views: Connection) -> None:
         if projector.name in self.errors or projector.name not in self._cleared:

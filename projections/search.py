@@ -140,10 +140,13 @@ class _Slim:
     action_time: float
     stamp: tuple[float, str]
     data_event: dict[str, Any]
+    erased: bool = False
 
 
 def _slim(event: LogEvent) -> LogEvent:
     """The event as the search fold sees it: only the diff items of KEPT fields."""
+    if event.erased:
+        return event  # folds into a count only
     detail = event.data_event.get("event_detail") or ()
     kept = [item for item in detail if item["field_key"] in _KEPT_KEYS]
     if len(kept) == len(detail):
@@ -247,6 +250,22 @@ class SearchProjector(EntityProjector):
                     states[_key(event)].fold(_slim(event))
                 except Exception as exc:
                     raise ProjectionFailed(self.name, event, exc) from exc
+
+    def refold(self, conn: Connection, events: Sequence[LogEvent], suffix: str) -> None:
+        """As EntityProjector.refold, notes and comments alike; a comment's note as stored is
+        remembered, so that the document it was part of is written again (without it)."""
+        states = {
+            _key(e): EntityState(e.entity_id, e.merchant_id)
+            for e in events
+            if e.entity_id is not None
+        }
+        comments = [(m, i[len(COMMENT) :]) for m, i in states if _is_comment((m, i))]
+        for (merchant, comment_id), stored in self.comments.load_many(
+            conn, suffix, comments
+        ).items():
+            self._before[(suffix, (merchant, COMMENT + comment_id))] = note_of(stored)
+        self.fold_into(conn, events, suffix, states)
+        self.save_all(conn, suffix, states)
 
     def save(self, writes: Writes, suffix: str, state: EntityState) -> None:
         raise TypeError("the search view saves a whole batch at once (save_all): a note's "

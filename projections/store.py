@@ -43,6 +43,14 @@ _BOOKKEEPING = [
         error TEXT NOT NULL,
         at REAL NOT NULL
     )""",
+    # the newest erasure (eventlog.read.erasure_head) each projector's target has folded
+    # in; no row: none yet (folding the entities of every erasure again is harmless)
+    """CREATE TABLE IF NOT EXISTS erasure_positions (
+        positions TEXT NOT NULL,
+        name TEXT NOT NULL,
+        erasure_id INTEGER NOT NULL,
+        PRIMARY KEY (positions, name)
+    )""",
 ]
 
 
@@ -81,7 +89,7 @@ def open_pg_views(url: str) -> PgConnection:
     try:
         conn = PgConnection(raw, write_lock=VIEWS_WRITE_LOCK, search_path=VIEWS_SCHEMA)
         made = raw.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", (f"{VIEWS_SCHEMA}.projector_errors",)
+            "SELECT to_regclass(%s) IS NOT NULL", (f"{VIEWS_SCHEMA}.erasure_positions",)
         ).fetchone()
         if not (made and made[0]):  # only then take the write lock: a reader never waits
             with immediate(conn):  # two instances starting at once create them once
@@ -107,6 +115,22 @@ def position(conn: Connection, name: str, target: Target) -> int | None:
 
 def set_position(conn: Connection, name: str, target: Target, seq: int) -> None:
     conn.execute(f"UPDATE {target.positions} SET checkpoint = ? WHERE name = ?", (seq, name))
+
+
+def erasure_position(conn: Connection, name: str, target: Target) -> int:
+    row = conn.execute(
+        "SELECT erasure_id FROM erasure_positions WHERE positions = ? AND name = ?",
+        (target.positions, name),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def set_erasure_position(conn: Connection, name: str, target: Target, erasure_id: int) -> None:
+    conn.execute(
+        "INSERT INTO erasure_positions (positions, name, erasure_id) VALUES (?, ?, ?)"
+        " ON CONFLICT (positions, name) DO UPDATE SET erasure_id = excluded.erasure_id",
+        (target.positions, name, erasure_id),
+    )
 
 
 @dataclass(frozen=True)

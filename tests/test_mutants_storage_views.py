@@ -275,7 +275,9 @@ def test_open_pg_views_makes_its_schema_once_and_a_second_open_reuses_it(pg_url:
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1",
             (VIEWS_SCHEMA,),
         ).fetchall()
-        assert [t[0] for t in tables] == ["projector_errors", "projectors", "rebuilds"]
+        assert [t[0] for t in tables] == [
+            "erasure_positions", "projector_errors", "projectors", "rebuilds"
+        ]
         assert conn.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'projectors'"
             " AND table_schema <> %s",

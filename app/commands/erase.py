@@ -3,10 +3,11 @@ older than a number of days (an operator's command; no HTTP route).
 
 It says what it will erase and asks for confirmation (--yes skips it); then it records the
 erasure (and, for a note or a merchant, its tombstone), redacts the rows chunk by chunk
-while serve keeps receiving (eventlog.erase), and rebuilds every view beside the live ones
-so that they follow. On PostgreSQL it runs with the owner's rights (--database-url, as
-`notestore migrate`); the views are rebuilt through the configured database_url (the
-service role, which owns them).
+while serve keeps receiving (eventlog.erase), records its end, and has every view fold it
+in (the entry projectors read after the rows it redacted; serve's projectors follow too),
+and scrubs the files (app.scrub). On PostgreSQL it runs with the owner's rights
+(--database-url, as `notestore migrate`); the views follow through the configured
+database_url (the service role, which owns them).
 
 Exit status: 0 erased (or nothing confirmed: 1); 2 it cannot run.
 """
@@ -26,14 +27,23 @@ from app.scrub import scrub
 from eventlog import pg_schema
 from eventlog.db import LOG_FILE, open_log
 from eventlog.dbapi import Connection
-from eventlog.erase import TABLES, count, erase_rows, record_erasure, with_comments
+from eventlog.erase import (
+    TABLES,
+    count,
+    end_erasure,
+    erase_rows,
+    record_erasure,
+    with_comments,
+)
 from eventlog.pg_conn import PgConnection
 from eventlog.pg_log import APPEND_LOCK
 from eventlog.redaction import Scope
 from eventlog.transactions import immediate
 from projections import search_index
-from projections.rebuild import rebuild_all
+from projections.engine import catch_up
+from projections.rebuild import needs_rebuild, rebuild_all
 from projections.registry import all_projectors
+from projections.store import LIVE, position
 
 DAY_S = 86_400.0
 
@@ -138,25 +148,34 @@ def erase(args: argparse.Namespace) -> int:
             return 1
         erasure = record_erasure(log, scope, args.reason, counts)
         done = erase_rows(log, erasure)
+        end_erasure(log, erasure.id)
     finally:
         log.close()
     print(f"erasure {erasure.id}: redacted " + ", ".join(f"{done[t]} {t}" for t in TABLES))
     if erasure.scope.before is None:
         print("its tombstone keeps what arrives later about it redacted")
-    print(f"views rebuilt up to seq {rebuild_views(settings)}")
+    print(f"views followed up to seq {follow_views(settings)}")
     scrub(settings, url)
     return 0
 
 
-def rebuild_views(settings: Settings) -> int:
-    """Every view rebuilt beside the live one and swapped in (serve may be running); the
-    search index tables of the replaced generation dropped now (PostgreSQL), not when the
-    live projector next writes."""
+def follow_views(settings: Settings) -> int:
+    """Every view folds the erasure in (serve's projectors may be doing it too: each batch
+    is one transaction, so it happens once); a view never built, or built by another
+    version, is rebuilt beside the live one instead. The search index tables of a replaced
+    generation are dropped now (PostgreSQL), not when the live projector next writes.
+    Returns the log position the views reached."""
     log = open_existing_log(settings)
     try:
         views = settings.storage.views()
         try:
-            checkpoint = rebuild_all(all_projectors(), views, log)
+            projectors = all_projectors()
+            stale = [p for p in projectors if needs_rebuild(views, p)]
+            checkpoint = rebuild_all(stale, views, log) if stale else 0
+            for projector in projectors:
+                if projector not in stale:
+                    catch_up(projector, views, log)
+                    checkpoint = position(views, projector.name, LIVE) or 0
             with immediate(views):
                 search_index.drop_stale(views)
             return checkpoint
