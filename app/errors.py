@@ -29,6 +29,12 @@ class NotFound(NotestoreError):
     status = 404
 
 
+class Gone(NotestoreError):
+    """An erased note (notestore erase): it was here, and its data is gone for good."""
+
+    status = 410
+
+
 class PayloadTooLarge(NotestoreError):
     status = 413
 

@@ -15,7 +15,7 @@ import pytest
 from psycopg import errors, sql
 
 from app.cli import main
-from app.commands.erase import open_log_owner, rebuild_views
+from app.commands.erase import follow_views, open_log_owner
 from app.commands.operations import signer_for
 from app.config import Settings
 from eventlog import chain, pg_schema
@@ -307,16 +307,31 @@ def test_older_than_redacts_only_older_events_and_leaves_no_tombstone(
 def test_the_views_after_the_erasure_hold_no_trace_of_the_note(
     settings: Settings, tmp_path: Path
 ) -> None:
-    """Erased events fold into nothing: the note, its comment and its mention are gone from
-    every view (not left as an empty note); the other note is as it was."""
+    """Erased events fold into nothing: the note is kept only as erased (it answers 410),
+    with no text, no mention, no search document, no comment in its thread; the other note
+    is as it was."""
     backend(settings).append_bodies(note_bodies())
-    rebuild_views(settings)
+    follow_views(settings)
     assert MARK in views_text(settings) and NOTE in views_text(settings)
     erase(settings, tmp_path, "--note", NOTE, "--merchant", MERCHANT)
     text = views_text(settings)
     assert MARK not in text and PHONE not in text
-    assert NOTE not in text and COMMENT not in text
     assert OTHER_NOTE in text
+    views = settings.storage.views()
+    try:
+        one = views.execute
+        assert one("SELECT note_id, erased FROM notes ORDER BY note_id").fetchall() == [
+            (NOTE, 1),
+            (OTHER_NOTE, 0),
+        ]
+        assert one("SELECT note_id FROM comments WHERE comment_id = ?", (COMMENT,)).fetchall() == [
+            (None,)
+        ]
+        for table in ("mentions", "search_docs", "note_links"):
+            found = one(f"SELECT count(*) FROM {table} WHERE note_id = ?", (NOTE,)).fetchone()
+            assert found[0] == 0, table
+    finally:
+        views.close()
 
 
 def test_erase_asks_first_and_erases_nothing_unless_told_yes(
@@ -351,7 +366,7 @@ def test_the_owner_erases_while_the_service_role_cannot_perform_the_update(
     store = settings.storage.log_store()
     store.append([delivery_of(body) for body in note_bodies()])
     store.close()
-    rebuild_views(settings)
+    follow_views(settings)
     assert main(["erase", "--config", str(config), "--database-url", owner_url, "--merchant",
                  MERCHANT, "--reason", "contract ended", "--yes"]) == 0  # fmt: skip
     assert MARK not in log_text(settings) and MARK not in views_text(settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.queries.merchants import choose_merchant
+from app.queries.notes import refuse_erased
 from app.queries.scope import Scope
 from eventlog.dbapi import Connection
 from eventlog.read import LogEvent, read_by_entity, read_from
@@ -22,6 +23,18 @@ def actor(event: LogEvent) -> Any:
 
 
 def history_item(event: LogEvent) -> dict[str, Any]:
+    if event.erased:  # spec/views.md: listed as erased, with no changes and no actor
+        return {
+            "seq": event.seq,
+            "message_id": event.message_id,
+            "event_type": event.event_type,
+            "entity": event.entity,
+            "entity_id": event.entity_id,
+            "merchant_id": event.merchant_id,
+            "action_time": event.action_time,
+            "received_at": event.received_at,
+            "erased": True,
+        }
     data = event.data_event
     return {
         "seq": event.seq,
@@ -67,6 +80,7 @@ def note_history(
         )
     ]
     chosen = choose_merchant(held_by, scope, merchant, f"history for note {note_id}")
+    refuse_erased(views, chosen, note_id)
     comments = {
         row[0]
         for row in views.execute(
@@ -87,7 +101,8 @@ def note_history(
 
 def _about(event: LogEvent, note_id: str, comments: set[str]) -> bool:
     if event.entity == "comment":
-        return event.entity_id in comments  # (of the chosen merchant) now on the note
+        # (of the chosen merchant) now on the note; an erased one by the note it named
+        return event.entity_id in comments or (event.erased and event.note_id == note_id)
     # note events by their id, and events of unknown types whose note_id names the note
     return event.entity_id == note_id or (event.entity is None and event.note_id == note_id)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from app.errors import Gone
 from app.queries.merchants import choose_merchant
 from app.queries.paging import Cursor, newest_first
 from app.queries.scope import Scope
@@ -19,10 +20,25 @@ from projections.fold import EntityState
 def get_note(
     views: Connection, scope: Scope, note_id: str, merchant: str | None = None
 ) -> dict[str, Any]:
-    docs = dict(views.execute("SELECT merchant_id, doc FROM notes WHERE note_id = ?", (note_id,)))
+    rows = views.execute(
+        "SELECT merchant_id, doc, erased FROM notes WHERE note_id = ?", (note_id,)
+    ).fetchall()
+    docs = {merchant_id: (doc, erased) for merchant_id, doc, erased in rows}
     chosen = choose_merchant(docs, scope, merchant, f"note {note_id}")
-    doc: dict[str, Any] = json.loads(docs[chosen])
+    text, erased = docs[chosen]
+    if erased:
+        raise Gone(f"note {note_id} was erased")
+    doc: dict[str, Any] = json.loads(text)
     return doc
+
+
+def refuse_erased(views: Connection, merchant: str, note_id: str) -> None:
+    """Gone when the merchant's note was erased (after scope and ambiguity: spec/views.md)."""
+    row = views.execute(
+        "SELECT erased FROM notes WHERE merchant_id = ? AND note_id = ?", (merchant, note_id)
+    ).fetchone()
+    if row is not None and row[0]:
+        raise Gone(f"note {note_id} was erased")
 
 
 def note_as_of(
@@ -40,6 +56,8 @@ def note_as_of(
     for event in events:
         if merchant_key(event.merchant_id) == chosen:
             state.fold(event)
+    if state.erased:  # every event of it until then was erased
+        raise Gone(f"note {note_id} as of {at} was erased")
     return note_document(state)
 
 
@@ -84,6 +102,7 @@ def comment_thread(
         )
     ]
     chosen = choose_merchant(held_by, scope, merchant, f"note {note_id} and no comment on it")
+    refuse_erased(views, chosen, note_id)
     rows = views.execute(
         "SELECT doc, deleted FROM comments WHERE merchant_id = ? AND note_id = ?"
         " ORDER BY created_time IS NULL, created_time, comment_id",

@@ -1,0 +1,317 @@
+"""The views after an erasure (spec/views.md, "Erasure"), on SQLite and PostgreSQL: the
+erasure is an entry projectors read after the events it redacted, so a view kept up
+incrementally across it equals a rebuild, wherever the projector stood; an erased note
+answers 410 on every route after scope and ambiguity; after --older-than a note is what its
+remaining events fold to and its history lists the erased ones as erased."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from app.commands.erase import open_log_owner
+from app.config import Settings
+from app.web import create_app
+from eventlog.erase import end_erasure, erase_rows, record_erasure, with_comments
+from eventlog.read import head_seq
+from eventlog.redaction import Scope
+from projections import engine
+from projections.base import dump_tables
+from projections.engine import SharedReads, catch_up, step
+from projections.rebuild import rebuild_all, start_rebuild
+from projections.registry import all_projectors
+from projections.store import REBUILD, open_views
+from tests.helpers import MERCHANT, make_block, make_body, settled, signed_post, wait_for
+from tests.test_erase import (
+    COMMENT,
+    MARK,
+    NOTE,
+    OTHER_MERCHANT,
+    OTHER_NOTE,
+    backend,
+    erase,
+    note_bodies,
+)
+from tests.views_kit import fold_from_scratch
+
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
+
+TOKENS = {
+    "ops-token": ("*",),
+    "merchant-token": (MERCHANT,),
+    "other-token": (OTHER_MERCHANT,),
+}
+DAY = 86_400.0
+ALL_VIEWS = tuple(p.name for p in all_projectors())
+
+
+def bodies_of_two_merchants() -> list[dict[str, Any]]:
+    """The note of test_erase (with its comment, its mention and another note sent with its
+    update), and the same note id held by another merchant."""
+    return [*note_bodies(), *note_bodies(merchant=OTHER_MERCHANT, mark="other-merchant-words")]
+
+
+def run_erasure(settings: Settings, scope: Scope) -> None:
+    """record, redact, end: what `notestore erase` does to the log, without its views."""
+    conn = open_log_owner(settings, settings.database_url)
+    try:
+        scope = with_comments(conn, scope)
+        erasure = record_erasure(conn, scope, "a test", {})
+        erase_rows(conn, erasure, chunk=2)
+        end_erasure(conn, erasure.id)
+    finally:
+        conn.close()
+
+
+SCOPES = {
+    "note": Scope(merchant_id=MERCHANT, note_id=NOTE),
+    "merchant": Scope(merchant_id=MERCHANT),
+    # the note's create and comment (action_time 1669200439.5) but not its update (…500)
+    "older-than": Scope(merchant_id=MERCHANT, before=1669200450.0),
+}
+
+
+@pytest.mark.parametrize("kind", SCOPES)
+def test_an_incremental_view_across_an_erasure_equals_a_rebuild_wherever_it_stood(
+    settings: Settings, kind: str, tmp_path: Path
+) -> None:
+    """Each view folded up to every position of the log, then the erasure, then caught up:
+    every one equals a rebuild of the log as it now stands (the erasure changed rows behind
+    positions the view had passed). One position's views are the backend's own; the others
+    are scratch SQLite views over the backend's log."""
+    backend(settings).append_bodies(bodies_of_two_merchants())
+    settings.storage.prepare()
+    log = settings.storage.log_reader()
+    head = head_seq(log)
+    views = {
+        stood: settings.storage.views() if stood == head // 2 else open_views(tmp_path / str(stood))
+        for stood in range(head + 1)
+    }
+    try:
+        for stood, conn in views.items():
+            for projector in all_projectors():
+                start_rebuild(conn, projector)
+                step(projector, conn, log, REBUILD, limit=stood)
+        run_erasure(settings, SCOPES[kind])
+        for stood, conn in views.items():
+            for projector in all_projectors():
+                catch_up(projector, conn, log, REBUILD)
+                got = dump_tables(conn, projector, REBUILD.suffix)
+                assert got == fold_from_scratch(settings.storage, projector), (
+                    f"{projector.name} folded to seq {stood} before the erasure"
+                )
+                assert (MARK not in repr(got)) is (kind != "older-than"), projector.name
+    finally:
+        for conn in views.values():
+            conn.close()
+        log.close()
+
+
+def test_an_erasure_that_ends_just_after_a_batch_was_read_is_folded_in_at_the_next_step(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The erasure ends right after the log gave a batch, before anything else is read: the
+    batch (its rows not yet redacted) is applied as read, and the erasure head read before
+    it is older, so a later step folds the erased entities again: nothing of the note stays
+    and the view equals a rebuild. Through SharedReads, the other projectors are handed the
+    same batch later, with the head read before it."""
+    backend(settings).append_bodies(note_bodies())
+    settings.storage.prepare()
+    log, views = settings.storage.log_reader(), settings.storage.views()
+    real_read_from = engine.read_from
+    erased = False
+
+    def read_then_erase(*args: Any, **kwargs: Any) -> Any:
+        nonlocal erased
+        found = real_read_from(*args, **kwargs)
+        if found and not erased:
+            erased = True
+            run_erasure(settings, SCOPES["note"])
+        return found
+
+    monkeypatch.setattr(engine, "read_from", read_then_erase)
+    shared = SharedReads()
+    try:
+        projectors = all_projectors()
+        for projector in projectors:
+            start_rebuild(views, projector)
+        for projector in projectors:
+            step(projector, views, log, REBUILD, reader=shared.read_batch)
+            assert erased and MARK in repr(dump_tables(views, projector, REBUILD.suffix))
+        for projector in projectors:
+            while step(projector, views, log, REBUILD, reader=shared.read_batch):
+                pass
+            got = dump_tables(views, projector, REBUILD.suffix)
+            assert MARK not in repr(got), projector.name
+            assert got == fold_from_scratch(settings.storage, projector), projector.name
+    finally:
+        views.close()
+        log.close()
+
+
+def test_an_erasure_that_never_ended_is_folded_in_by_the_next_one_that_does(
+    settings: Settings,
+) -> None:
+    """A run stopped after redacting but before recording the end: the views keep what they
+    had (nothing tells them), until a later erasure ends and they fold both in."""
+    backend(settings).append_bodies(note_bodies())
+    settings.storage.prepare()
+    log, views = settings.storage.log_reader(), settings.storage.views()
+    try:
+        rebuild_all(all_projectors(), views, log)
+        conn = open_log_owner(settings, settings.database_url)
+        try:
+            scope = with_comments(conn, SCOPES["note"])
+            erase_rows(conn, record_erasure(conn, scope, "stopped", {}))
+        finally:
+            conn.close()
+        notes = all_projectors()[0]
+        catch_up(notes, views, log)
+        assert MARK in repr(dump_tables(views, notes))  # no end recorded: not followed yet
+        run_erasure(settings, Scope(merchant_id=MERCHANT, note_id=OTHER_NOTE))
+        for projector in all_projectors():
+            catch_up(projector, views, log)
+            got = dump_tables(views, projector)
+            assert MARK not in repr(got)
+            assert got == fold_from_scratch(settings.storage, projector), projector.name
+    finally:
+        views.close()
+        log.close()
+
+
+# -- answers over HTTP -------------------------------------------------------------------
+
+
+@pytest.fixture
+def app_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"tokens": TOKENS})
+
+
+async def _get(client: TestClient, path: str, token: str = "ops-token") -> tuple[int, Any]:
+    resp = await client.get(path, headers={"Authorization": f"Bearer {token}"})
+    return resp.status, await resp.json()
+
+
+ROUTES = (
+    "/notes/{id}",
+    "/notes/{id}/history",
+    "/notes/{id}/comments",
+    "/notes/{id}?as_of=2000000000",
+)
+
+
+def _with(path: str, note: str, merchant: str | None) -> str:
+    path = path.format(id=note)
+    if merchant is None:
+        return path
+    return path + ("&" if "?" in path else "?") + f"merchant_id={merchant}"
+
+
+async def _answers(client: TestClient) -> dict[str, tuple[int, Any]]:
+    """Every route's answer about the other note, its related record, the feed, a search."""
+    paths = [_with(r, OTHER_NOTE, None) for r in ROUTES]
+    paths += [
+        "/notes?related_to=6510ff00000000000000f001",
+        f"/accounts/{MARK}-account/mentions",
+        "/search?q=other",
+        "/search?q=zebra",
+    ]
+    return {p: await _get(client, p, "merchant-token") for p in paths}
+
+
+async def test_an_erased_note_answers_410_on_every_route_after_scope_and_ambiguity(
+    aiohttp_client: Any, app_settings: Settings, tmp_path: Path
+) -> None:
+    backend(app_settings).append_bodies(bodies_of_two_merchants())
+    client = await aiohttp_client(create_app(app_settings))
+    await wait_for(lambda: _all_200(client, MERCHANT), 30, "the views holding the note")
+    before = await _answers(client)
+    assert erase(app_settings, tmp_path, "--note", NOTE, "--merchant", MERCHANT) == 0
+
+    async def gone() -> bool:
+        status, _ = await _get(client, _with(ROUTES[0], NOTE, MERCHANT))
+        return status == 410
+
+    await wait_for(gone, 30, "serve's views following the erasure")
+    for route in ROUTES:
+        status, body = await _get(client, _with(route, NOTE, MERCHANT))
+        assert status == 410 and "erased" in body["error"], route
+        assert (await _get(client, _with(route, NOTE, None), "merchant-token"))[0] == 410, route
+        # the other merchant's note of the same id is untouched; the id is still ambiguous
+        status, body = await _get(client, _with(route, NOTE, OTHER_MERCHANT))
+        assert status == 200, route
+        assert (await _get(client, _with(route, NOTE, None)))[0] == 409, route
+        # a token of the other merchant never learns the erased one existed
+        assert (await _get(client, _with(route, NOTE, MERCHANT), "other-token"))[0] == 404
+    after = await _answers(client)
+    for path, answer in before.items():
+        if "zebra" in path or "mentions" in path:
+            continue
+        assert after[path] == answer, path  # the other note, on every route, as it was
+    assert before[f"/accounts/{MARK}-account/mentions"][1]["items"]
+    assert after[f"/accounts/{MARK}-account/mentions"][1]["items"] == []
+    assert after["/search?q=zebra"][1]["items"] == []
+    # redelivering what carried it stores nothing readable: the note stays erased
+    for body in note_bodies():
+        assert (await signed_post(client, body))[0] == 200
+    await settled(app_settings, 30, ALL_VIEWS)
+    assert (await _get(client, _with(ROUTES[0], NOTE, MERCHANT)))[0] == 410
+    status, thread = await _get(client, _with(ROUTES[2], NOTE, OTHER_MERCHANT))
+    assert status == 200 and [c["comment_id"] for c in thread["comments"]] == [COMMENT]
+
+
+async def _all_200(client: TestClient, merchant: str) -> bool:
+    for route in ROUTES:
+        if (await _get(client, _with(route, NOTE, merchant)))[0] != 200:
+            return False
+    return True
+
+
+async def test_after_older_than_a_note_is_what_its_remaining_events_fold_to(
+    aiohttp_client: Any, app_settings: Settings, tmp_path: Path
+) -> None:
+    """--older-than: a note whose every event was erased answers 410; another keeps what its
+    newer events say, and its history lists each erased event as erased, with no changes."""
+    now = time.time()
+    old, new = now - 10 * DAY, now - DAY
+    kept, gone = "6510aa00000000000000d001", "6510aa00000000000000d002"
+
+    def detail(text: str) -> list[dict[str, Any]]:
+        return [{"field_key": "description", "add": [text], "change": [], "remove": []}]
+
+    blocks = [
+        make_block(note_id=kept, action_time=old, event_detail=detail(f"old {MARK}")),
+        make_block(
+            "note_update_data", note_id=kept, action_time=new, event_detail=detail("new words")
+        ),  # fmt: skip
+        make_block(note_id=gone, action_time=old, event_detail=detail(f"only old {MARK}")),
+    ]
+    backend(app_settings).append_bodies([make_body(b) for b in blocks])
+    client = await aiohttp_client(create_app(app_settings))
+
+    async def folded() -> bool:
+        return (await _get(client, f"/notes/{gone}"))[0] == 200
+
+    await wait_for(folded, 30, "the views holding the notes")
+    assert erase(app_settings, tmp_path, "--older-than", "5") == 0
+
+    async def erased() -> bool:
+        return (await _get(client, f"/notes/{gone}"))[0] == 410
+
+    await wait_for(erased, 30, "serve's views following the erasure")
+    status, note = await _get(client, f"/notes/{kept}")
+    assert status == 200 and note["description"] == "new words" and note["event_count"] == 1
+    status, history = await _get(client, f"/notes/{kept}/history")
+    assert status == 200
+    first, second = history["events"]
+    assert first["erased"] is True and first["event_type"] == "note_create"
+    assert first["action_time"] == old and first["entity"] == "note"
+    assert first["entity_id"] == kept and "changes" not in first and "actor" not in first
+    assert "erased" not in second and second["changes"][0]["add"] == ["new words"]
+    assert MARK not in repr(history)
+    for route in ROUTES:
+        assert (await _get(client, _with(route, gone, None)))[0] == 410, route
