@@ -25,6 +25,7 @@ import orjson
 
 from eventlog.append import Delivery, Outcome
 from eventlog.intake import read_body
+from eventlog.redaction import Scope, redact_body
 from eventlog.transactions import immediate
 from eventlog.writer import LogUnavailable
 
@@ -199,6 +200,29 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self.conn.close()
+
+
+def redact_set_aside(folder: Path | str, erasure_id: int, scope: Scope) -> int:
+    """An erasure reaches the deliveries set aside in this spool (those waiting to drain
+    reach the log soon, and are stored redacted under the erasure's tombstone): each block
+    the scope covers is replaced by the erasure's marker, as in the log's request bodies.
+    They stay set aside (their signature no longer matches). Returns how many changed."""
+    path = Path(folder) / SPOOL_FILE
+    if not path.exists():
+        return 0
+    conn = open_spool_db(folder)
+    try:
+        with immediate(conn):
+            rows = conn.execute("SELECT id, body FROM spooled WHERE set_aside = 1").fetchall()
+            changed = [
+                (new, f"erased by erasure {erasure_id}", spool_id)
+                for spool_id, body in rows
+                if (new := redact_body(bytes(body), [(erasure_id, scope)])) is not None
+            ]
+            conn.executemany("UPDATE spooled SET body = ?, last_error = ? WHERE id = ?", changed)
+        return len(changed)
+    finally:
+        conn.close()
 
 
 def spool_stats(conn: sqlite3.Connection) -> SpoolStats:

@@ -23,6 +23,7 @@ from eventlog.canonical import compact_json, loads_strict
 from eventlog.erase import count, erase_rows, record_erasure, with_comments
 from eventlog.intake import Rejected
 from eventlog.redaction import MARKER_PREFIX, Scope, redact_body, redact_payload, redacted_block
+from eventlog.spool import SPOOL_FILE, Spool
 from eventlog.verify import VerifyReport, verify_log
 from projections.store import VIEWS_SCHEMA
 from tests.helpers import MERCHANT, SECRETS, make_block, make_body
@@ -716,3 +717,34 @@ def _insert_record(settings: Settings, body: bytes, spliced: bytes) -> None:
         return
     with psycopg.connect(settings.database_url, autocommit=True) as pg:
         pg.execute(insert.replace("?", "%s").encode(), digests)
+
+
+def test_a_delivery_set_aside_in_the_spool_loses_the_erased_blocks_and_keeps_the_others(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Neither the log nor its quarantine took it, so it sits set aside in the spool: the
+    erasure replaces the note's block there by its marker (the other note's stays), and the
+    spool's file holds no byte of the note's text after the scrub."""
+    create, _update_with_other, _comment, _edit = note_bodies()
+    both = make_body(create["block_event"][0], make_block(note_id=OTHER_NOTE, event_detail=[
+        _detail("description", f"kept {OTHER_MARK}")]))  # fmt: skip
+    backend(settings).append_bodies([create])  # the log knows the note
+    spool = Spool(settings.spool_path, 10_000_000)
+    try:
+        spool.append([delivery_of(both)])
+        (held,) = spool.oldest(1)
+        spool.set_aside(held.id)
+    finally:
+        spool.close()
+    assert erase(settings, tmp_path, "--note", NOTE, "--merchant", MERCHANT) == 0
+    conn = sqlite3.connect(settings.spool_path / SPOOL_FILE)
+    try:
+        ((body, error, aside),) = conn.execute("SELECT body, last_error, set_aside FROM spooled")
+    finally:
+        conn.close()
+    blocks = loads_strict(bytes(body))["block_event"]
+    assert blocks[0]["erased"] == 1 and blocks[0]["data_event"]["note_id"] == NOTE
+    assert MARK not in bytes(body).decode() and f"kept {OTHER_MARK}" in bytes(body).decode()
+    assert error == "erased by erasure 1" and aside == 1
+    for path in settings.spool_path.glob(f"{SPOOL_FILE}*"):
+        assert MARK.encode() not in path.read_bytes(), path

@@ -38,6 +38,7 @@ from eventlog.erase import (
 from eventlog.pg_conn import PgConnection
 from eventlog.pg_log import APPEND_LOCK
 from eventlog.redaction import Scope
+from eventlog.spool import redact_set_aside
 from eventlog.transactions import immediate
 from projections import search_index
 from projections.engine import catch_up
@@ -154,6 +155,8 @@ def erase(args: argparse.Namespace) -> int:
     print(f"erasure {erasure.id}: redacted " + ", ".join(f"{done[t]} {t}" for t in TABLES))
     if erasure.scope.before is None:
         print("its tombstone keeps what arrives later about it redacted")
+    if aside := redact_set_aside(settings.spool_path, erasure.id, erasure.scope):
+        print(f"redacted {aside} delivery(ies) set aside in this instance's spool")
     print(f"views followed up to seq {follow_views(settings)}")
     scrub(settings, url)
     return 0
