@@ -14,9 +14,11 @@ import urllib.request
 from http.cookies import SimpleCookie
 
 import jinja2
+import psycopg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+from psycopg import sql
 
 from app.config import Settings, fingerprint, load_settings
 from app.keys import RUNNER, SETTINGS
@@ -557,3 +559,24 @@ def test_a_note_page_leaves_no_reference_cycle_behind():
     finally:
         if was_enabled:
             gc.enable()
+
+
+@pytest.mark.backends("postgresql")
+async def test_the_status_page_is_a_503_while_the_database_refuses_connections(
+    client, settings, pg_database
+):
+    """The status page opens connections of its own: with the database refusing new ones (as
+    while PostgreSQL restarts), a 503 page with Retry-After, not a 500; then the page again."""
+    await signed_in(client, "ops-token")
+    assert (await client.get("/ui/status")).status == 200
+    name = sql.Identifier(pg_database.name)
+    with psycopg.connect(pg_database.server.admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(name))
+        try:
+            resp = await client.get("/ui/status")
+            assert resp.status == 503 and resp.content_type == "text/html"
+            assert resp.headers["Retry-After"].isdigit()
+            assert "cannot be read right now" in await resp.text()
+        finally:
+            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(name))
+    assert (await client.get("/ui/status")).status == 200

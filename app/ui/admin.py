@@ -10,8 +10,10 @@ from typing import Any
 
 from aiohttp import web
 
-from app.errors import Forbidden, NotFound
+from app.api import UNAVAILABLE_ERRORS, UNREADABLE
+from app.errors import Forbidden, NotFound, Unavailable
 from app.keys import READER, RUNNER, SETTINGS
+from app.middleware import RETRY_AFTER_S
 from app.queries import activity, params
 from app.queries import quarantine as held
 from app.ui import chart
@@ -84,7 +86,10 @@ async def status(request: web.Request) -> web.Response:
     start = today_start(time.time())
     from app.commands.views import gather_status  # (app.commands imports app.web)
 
-    report = await reader.call(gather_status, settings)
+    try:  # new connections of its own: the database unreachable is a 503, as for the queries
+        report = await reader.call(gather_status, settings)
+    except UNAVAILABLE_ERRORS:
+        raise Unavailable(UNREADABLE, RETRY_AFTER_S) from None
     per_day = await reader.query(lambda views, log: activity.events_per_day(log, scope, start))
     return await page(request, "status.html", {
         "report": report,
