@@ -36,6 +36,7 @@ from tests.test_erase import (
     erase,
     note_bodies,
 )
+from tests.test_ui_pages import signed_in
 from tests.views_kit import fold_from_scratch
 
 pytestmark = pytest.mark.backends("sqlite", "postgresql")
@@ -255,6 +256,14 @@ async def test_an_erased_note_answers_410_on_every_route_after_scope_and_ambigui
     assert before[f"/accounts/{MARK}-account/mentions"][1]["items"]
     assert after[f"/accounts/{MARK}-account/mentions"][1]["items"] == []
     assert after["/search?q=zebra"][1]["items"] == []
+    # the inspector: the note's page is a 410 page, search finds nothing of it
+    await signed_in(client, "ops-token")
+    page = await client.get(f"/ui/notes/{NOTE}?merchant_id={MERCHANT}")
+    assert page.status == 410 and "was erased" in await page.text()
+    page = await client.get(f"/ui/notes/{NOTE}?merchant_id={OTHER_MERCHANT}")
+    assert page.status == 200 and "other-merchant-words" in await page.text()
+    found = await (await client.get("/ui/search?q=zebra")).text()
+    assert NOTE not in found and MARK not in found
     # redelivering what carried it stores nothing readable: the note stays erased
     for body in note_bodies():
         assert (await signed_post(client, body))[0] == 200
@@ -313,5 +322,11 @@ async def test_after_older_than_a_note_is_what_its_remaining_events_fold_to(
     assert first["entity_id"] == kept and "changes" not in first and "actor" not in first
     assert "erased" not in second and second["changes"][0]["add"] == ["new words"]
     assert MARK not in repr(history)
+    await signed_in(client, "ops-token")
+    page = await client.get(f"/ui/notes/{kept}?as_of={old}")
+    text = await page.text()
+    assert page.status == 200 and "removed by an erasure request" in text and "new words" in text
+    assert MARK not in text
+    assert (await client.get(f"/ui/notes/{gone}")).status == 410
     for route in ROUTES:
         assert (await _get(client, _with(route, gone, None)))[0] == 410, route

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from app.errors import BadRequest, NotFound, Unavailable
+from app.errors import BadRequest, Gone, NotFound, Unavailable
 from app.keys import READER, RUNNER
 from app.middleware import RETRY_AFTER_S
 from app.queries import history, mentions, notes, params, recent, search
@@ -78,7 +78,7 @@ def _note_page(views: Connection, log: Connection, scope: Any, note_id: str,
     if at is not None:
         try:
             then = notes.note_as_of(log, scope, note_id, at, merchant)
-        except NotFound:
+        except (NotFound, Gone):  # not yet, or every event until then erased: no state
             then = None
     return {
         "note_id": note_id,
