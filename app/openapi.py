@@ -110,7 +110,20 @@ SCHEMAS: dict[str, Any] = {
             **_ENTITY_TAIL,
         }
     ),  # fmt: skip
-    "HistoryItem": _obj(
+    "ErasedItem": _obj(
+        {
+            "seq": INT,
+            "message_id": STR,
+            "event_type": STR,
+            "entity": {"enum": ["note", "comment", None]},
+            "entity_id": NULLABLE_STR,
+            "merchant_id": NULLABLE_STR,
+            "action_time": NUM,
+            "received_at": NUM,
+            "erased": {"const": True},
+        }
+    ),  # fmt: skip
+    "LoggedItem": _obj(
         {
             "seq": INT,
             "message_id": STR,
@@ -147,6 +160,8 @@ def _list_of(name: str) -> dict[str, Any]:
 
 
 SCHEMAS.update({
+    # an event as it was received, or one an erasure removed (notestore erase): no changes
+    "HistoryItem": {"oneOf": [_ref("LoggedItem"), _ref("ErasedItem")]},
     "History": _obj({"note_id": STR, "events": _list_of("HistoryItem")}),
     "Thread": _obj({"note_id": STR, "comments": _list_of("Comment")}),
     "NotePage": _obj({"items": _list_of("Note"), "next_cursor": NULLABLE_STR}),
@@ -183,6 +198,7 @@ _MEANING = {
     401: "missing, bad or unknown credentials",
     403: "no query tokens are configured",
     404: "nothing this token may read under this id",
+    410: "the note was erased (notestore erase): its data is gone for good",
     413: "body larger than max_body_bytes; nothing was stored",
     503: "the log cannot commit, or the view is being built",
 }
@@ -263,6 +279,7 @@ BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 SIGNATURE: list[dict[str, list[str]]] = [{"signature": []}]
 QUERY = (400, 401, 403)
 ENTITY = (*QUERY, 404, 409, 503)
+NOTE = (*ENTITY, 410)
 
 
 def _get(
@@ -362,14 +379,14 @@ PATHS: dict[str, Any] = {
             AS_OF,
         ),
         MERCHANT,
-        errors=ENTITY,
+        errors=NOTE,
     ),  # fmt: skip
     "/notes/{note_id}/history": _get(
         "Every event about the note and its comments, by stamp",
         _json("History", "the history"),
         NOTE_ID,
         MERCHANT,
-        errors=ENTITY,
+        errors=NOTE,
     ),
     "/notes/{note_id}/comments": _get(
         "The note's comment thread",
@@ -379,7 +396,7 @@ PATHS: dict[str, Any] = {
             "include_deleted", "query", "true or false (default false)", {"enum": ["true", "false"]}
         ),
         MERCHANT,
-        errors=ENTITY,
+        errors=NOTE,
     ),
     "/events": _get(
         "The log in seq order, to follow it from another system",

@@ -21,7 +21,7 @@ port = 8080
 max_body_bytes = 1048576   # Mobio's bodies are a few KB
 session_secret = "{session_secret}"   # signs the inspector's (/ui/) session cookies
 session_hours = 12         # how long an inspector sign-in lasts
-trust_forwarded_proto = false   # true behind a TLS proxy: its X-Forwarded-Proto marks cookies Secure
+trust_forwarded_proto = false   # behind a TLS proxy: true (X-Forwarded-Proto marks cookies Secure)
 
 # One table per Mobio app: its secrets (several while rotating one) and the merchants it
 # may speak for; a block it signs for any other merchant is quarantined (merchant_not_allowed).

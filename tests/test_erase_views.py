@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from app.cli import main
 from app.commands.erase import open_log_owner
 from app.config import Settings
+from app.openapi import document
 from app.web import create_app
 from eventlog.erase import end_erasure, erase_rows, record_erasure, with_comments
 from eventlog.read import head_seq
@@ -36,6 +38,7 @@ from tests.test_erase import (
     erase,
     note_bodies,
 )
+from tests.test_openapi import check
 from tests.test_ui_pages import signed_in
 from tests.views_kit import fold_from_scratch
 
@@ -281,7 +284,7 @@ async def _all_200(client: TestClient, merchant: str) -> bool:
 
 
 async def test_after_older_than_a_note_is_what_its_remaining_events_fold_to(
-    aiohttp_client: Any, app_settings: Settings, tmp_path: Path
+    aiohttp_client: Any, app_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--older-than: a note whose every event was erased answers 410; another keeps what its
     newer events say, and its history lists each erased event as erased, with no changes."""
@@ -330,3 +333,22 @@ async def test_after_older_than_a_note_is_what_its_remaining_events_fold_to(
     assert (await client.get(f"/ui/notes/{gone}")).status == 410
     for route in ROUTES:
         assert (await _get(client, _with(route, gone, None)))[0] == 410, route
+    # the command line shows the erased event as erased, and the erased note as gone
+    config = str(tmp_path / "notestore.toml")  # written by erase()
+    capsys.readouterr()
+    assert main(["history", "--config", config, kept]) == 0
+    assert "(erased)" in capsys.readouterr().out
+    assert main(["note", "--config", config, gone]) == 2
+    assert "was erased" in capsys.readouterr().err
+    # as the OpenAPI document says: the history with an erased item, and each 410
+    doc = document()
+    for template, note_id in (
+        ("/notes/{note_id}/history", kept),
+        ("/notes/{note_id}", gone),
+        ("/notes/{note_id}/history", gone),
+        ("/notes/{note_id}/comments", gone),
+    ):
+        resp = await client.get(
+            template.format(note_id=note_id), headers={"Authorization": "Bearer ops-token"}
+        )
+        check(doc, template, "get", resp, await resp.json())

@@ -133,12 +133,14 @@ def _show_history(console: Console, body: dict[str, Any]) -> None:
     for event in body["events"]:
         changes = [
             line
-            for item in event["changes"] or ()
+            for item in event.get("changes") or ()
             if isinstance(item, dict)
             for line in describe_change(item)
         ]
+        if event.get("erased"):
+            changes = ["(erased)"]
         table.add_row(
-            show_time(event["action_time"]), escape(str(event["actor"] or "")),
+            show_time(event["action_time"]), escape(str(event.get("actor") or "")),
             escape(f"{event['event_type']} {event['entity_id'] or ''}"), escape("\n".join(changes)),
         )  # fmt: skip
     console.print(table)
