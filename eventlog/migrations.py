@@ -346,13 +346,15 @@ MIGRATIONS: list[str] = [
     # chart's count of events received per day reads a range of received_at
     """
     CREATE TABLE erasure_ends (
-        erasure_id INTEGER PRIMARY KEY REFERENCES erasures(id),
+        position INTEGER PRIMARY KEY,  -- the order erasures ended in (rows are never deleted)
+        erasure_id INTEGER NOT NULL UNIQUE REFERENCES erasures(id),
         at REAL NOT NULL
     );
+    CREATE INDEX erased_rows_by_erasure ON erased_rows(erasure_id);
     CREATE INDEX events_by_received_at ON events(received_at);
     """
     + _APPEND_ONLY.format(table="erasure_ends")
-    + _NO_REPLACE.format(table="erasure_ends", key="erasure_id", pk="erasure_id"),
+    + _NO_REPLACE.format(table="erasure_ends", key="erasure_id", pk="position"),
 ]
 
 

@@ -123,21 +123,37 @@ def log_counts(conn: Connection) -> dict[str, int]:
 
 
 def erasure_head(conn: Connection) -> int:
-    """The newest erasure that has ended (0: none): every row it redacted is redacted now."""
-    return int(conn.execute("SELECT coalesce(max(erasure_id), 0) FROM erasure_ends").fetchone()[0])
+    """The position of the last erasure end (0: none): every row that erasure redacted is
+    redacted now. Positions follow the order erasures ended in, not their ids: two erasures
+    may run at once, and the later one may end first."""
+    return int(conn.execute("SELECT coalesce(max(position), 0) FROM erasure_ends").fetchone()[0])
+
+
+EntityKey = tuple[str, str]  # (merchant key: '' for none, entity id), as the views key them
 
 
 def erased_entities(
-    conn: Connection, after: int, upto: int, upto_seq: int
-) -> set[tuple[str | None, str]]:
-    """(merchant, entity id) of each event up to `upto_seq` that erasures after `after` and up
-    to `upto` redacted: the entities a view that has read that far must fold again. (An
-    erasure that never ended is covered by the next one that does.)"""
+    conn: Connection,
+    after: int,
+    upto: int,
+    upto_seq: int,
+    start: EntityKey = ("", ""),
+    limit: int = 1000,
+) -> list[EntityKey]:
+    """Up to `limit` entities, in key order from just after `start`, with an event up to
+    `upto_seq` redacted by an erasure that ended at a position in (after, upto], or by one
+    that has not ended (a run that stopped, or is still running): the entities a view that
+    has read that far must fold again."""
     rows = conn.execute(
-        "SELECT DISTINCT e.merchant_id, e.entity_id FROM erased_rows r"
+        "SELECT DISTINCT coalesce(e.merchant_id, '') AS m, e.entity_id FROM erased_rows r"
         " JOIN events e ON e.seq = r.row_key"
-        " WHERE r.log_table = 'events' AND r.erasure_id > ? AND r.erasure_id <= ?"
-        " AND e.seq <= ? AND e.entity_id IS NOT NULL",
-        (after, upto, upto_seq),
+        " WHERE r.log_table = 'events' AND r.erasure_id IN ("
+        "   SELECT erasure_id FROM erasure_ends WHERE position > ? AND position <= ?"
+        "   UNION SELECT id FROM erasures WHERE id NOT IN (SELECT erasure_id FROM erasure_ends))"
+        " AND e.seq <= ? AND e.entity_id IS NOT NULL"
+        " AND (coalesce(e.merchant_id, '') > ?"
+        "      OR (coalesce(e.merchant_id, '') = ? AND e.entity_id > ?))"
+        " ORDER BY m, e.entity_id LIMIT ?",
+        (after, upto, upto_seq, start[0], start[0], start[1], limit),
     )
-    return {(merchant, entity_id) for merchant, entity_id in rows}
+    return [(str(merchant), str(entity_id)) for merchant, entity_id in rows]

@@ -11,7 +11,8 @@ from projections.fold import EntityState
 class CommentsProjector(EntityProjector):
     name = "comments"
     # 2: list fields that named no element stay out of extra; 3: keyed by (merchant, comment)
-    version = 3
+    # 4: erased events are counted in the state (spec/views.md, "Erasure")
+    version = 4
     event_types = COMMENT_EVENTS
     tables = ("comments",)
     state_table = "comments"

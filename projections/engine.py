@@ -15,10 +15,11 @@ from eventlog.transactions import immediate
 from projections.base import EntityProjector, Projector, merchant_key
 from projections.store import (
     LIVE,
+    ErasureState,
     Target,
-    erasure_position,
+    erasure_state,
     position,
-    set_erasure_position,
+    set_erasure_state,
     set_position,
 )
 
@@ -92,19 +93,17 @@ def apply_pending(
     hook: Hook = _no_hook,
     reader: Reader = read_batch,
 ) -> int:
-    """Inside the caller's transaction: fold the entities of any erasure ended since the
-    last batch again, then the next batch, and move the checkpoints."""
+    """Inside the caller's transaction: fold the entities of erasures ended since the last
+    batch again (a chunk of them), then the next batch, and move the checkpoints. Returns
+    the events consumed, or 1 when there were none but erased entities are left to fold."""
     checkpoint = position(views, projector.name, target)
     if checkpoint is None:
         raise NotBuilt(projector.name)
     head, events = reader(log, checkpoint, limit)
     hook("read")
-    applied = erasure_position(views, projector.name, target)
-    if head > applied:
-        forget_erased(projector, views, log, target, applied, head, checkpoint)
-        set_erasure_position(views, projector.name, target, head)
+    more = follow_erasures(projector, views, log, target, head, checkpoint)
     if not events:
-        return 0
+        return 1 if more else 0
     # an erased event (its block a redaction marker) is folded too: into nothing but a count
     relevant = [e for e in events if e.event_type in projector.event_types]
     projector.apply(views, relevant, target.suffix)
@@ -114,24 +113,53 @@ def apply_pending(
     return len(events)
 
 
-def forget_erased(
+# Entities folded again per transaction after an erasure: a merchant's erasure touches
+# every entity it has, and the views' write lock must not be held for all of them at once.
+REFOLD_ENTITIES = 1000
+
+
+def follow_erasures(
     projector: Projector,
     views: Connection,
     log: Connection,
     target: Target,
-    after: int,
     head: int,
     checkpoint: int,
-) -> None:
+) -> bool:
     """An erasure is an entry read after the events it redacted (spec/views.md, "Erasure"):
     each entity it touched that this view has folded is folded again, afresh, from its events
-    up to the checkpoint as the log holds them now, so the view equals a rebuild."""
-    if not isinstance(projector, EntityProjector) or checkpoint == 0:
-        return
-    touched = {
-        (merchant_key(merchant), entity_id)
-        for merchant, entity_id in erased_entities(log, after, head, checkpoint)
-    }
+    up to the checkpoint as the log holds them now, so the view equals a rebuild. A chunk of
+    REFOLD_ENTITIES at a time, in key order; returns whether entities are left."""
+    state = erasure_state(views, projector.name, target)
+    if state.upto is None:
+        if head <= state.applied:
+            return False
+        state = ErasureState(state.applied, head)
+    assert state.upto is not None
+    keys: list[tuple[str, str]] = []
+    if isinstance(projector, EntityProjector) and checkpoint > 0:
+        keys = erased_entities(
+            log, state.applied, state.upto, checkpoint, state.done, REFOLD_ENTITIES
+        )
+        _refold(projector, views, log, target, keys, checkpoint)
+    if len(keys) < REFOLD_ENTITIES:
+        set_erasure_state(views, projector.name, target, ErasureState(state.upto))
+        return False
+    set_erasure_state(
+        views, projector.name, target, ErasureState(state.applied, state.upto, keys[-1])
+    )
+    return True
+
+
+def _refold(
+    projector: EntityProjector,
+    views: Connection,
+    log: Connection,
+    target: Target,
+    keys: list[tuple[str, str]],
+    checkpoint: int,
+) -> None:
+    touched = set(keys)
     if not touched:
         return
     events = [

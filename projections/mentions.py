@@ -14,7 +14,8 @@ from projections.fold import EntityState
 class MentionsProjector(EntityProjector):
     name = "mentions"
     # 2: list fields that named no element stay out of extra; 3: keyed by (merchant, note)
-    version = 3
+    # 4: erased events are counted in the state (spec/views.md, "Erasure")
+    version = 4
     event_types = NOTE_EVENTS
     tables = ("mention_notes", "mentions")
     state_table = "mention_notes"

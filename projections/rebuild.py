@@ -20,8 +20,9 @@ from projections.gc_pause import gc_paused
 from projections.store import (
     LIVE,
     REBUILD,
-    erasure_position,
-    set_erasure_position,
+    ErasureState,
+    erasure_state,
+    set_erasure_state,
     set_position,
 )
 
@@ -62,7 +63,7 @@ def start_rebuild(views: Connection, projector: Projector, erasures: int = 0) ->
             " started_at = excluded.started_at",
             (projector.name, generation, time.time()),
         )
-        set_erasure_position(views, projector.name, REBUILD, erasures)
+        set_erasure_state(views, projector.name, REBUILD, ErasureState(erasures))
     return generation
 
 
@@ -91,9 +92,9 @@ def swap_in(
             " built_at = excluded.built_at",
             (projector.name, projector.version, checkpoint, generation, time.time()),
         )
-        set_erasure_position(
-            views, projector.name, LIVE, erasure_position(views, projector.name, REBUILD)
-        )
+        # the catch-up above folded in every erasure end it saw, to the last chunk
+        built = erasure_state(views, projector.name, REBUILD)
+        set_erasure_state(views, projector.name, LIVE, ErasureState(built.applied))
         views.execute("DELETE FROM rebuilds WHERE name = ?", (projector.name,))
         views.execute("DELETE FROM projector_errors WHERE name = ?", (projector.name,))
     return int(checkpoint)

@@ -102,8 +102,8 @@ Document = tuple[float, str, str, str]  # last_action_time, words, text, item
 
 
 def document(note: EntityState, comments: list[str]) -> Document | None:
-    """A live note's document, or None (deleted, or no word to find it by)."""
-    if note.deleted:
+    """A live note's document, or None (deleted, erased, or no word to find it by)."""
+    if note.deleted or note.erased:
         return None
     info = note.register("information")
     info = info if isinstance(info, dict) else {}
@@ -172,7 +172,7 @@ class SearchProjector(EntityProjector):
     batch of held states mixes notes and comments, each comment under COMMENT + its id."""
 
     name = search_index.NAME
-    version = 2  # 2: only the fields of a document are folded
+    version = 3  # 2: only the fields of a document are folded; 3: erased events counted
     event_types = NOTE_EVENTS | COMMENT_EVENTS
     tables = ("search_notes", "search_comments", "search_docs")
     state_table, key_column = "search_notes", "note_id"

@@ -43,12 +43,17 @@ _BOOKKEEPING = [
         error TEXT NOT NULL,
         at REAL NOT NULL
     )""",
-    # the newest erasure (eventlog.read.erasure_head) each projector's target has folded
-    # in; no row: none yet (folding the entities of every erasure again is harmless)
+    # how far each projector's target has folded in the erasures' ends
+    # (eventlog.read.erasure_head; no row: none yet, and folding the entities of every
+    # erasure again is harmless): up to `applied`, and the range (applied, upto] is being
+    # folded in chunk by chunk, its entities up to (done_merchant, done_entity) done
     """CREATE TABLE IF NOT EXISTS erasure_positions (
         positions TEXT NOT NULL,
         name TEXT NOT NULL,
-        erasure_id INTEGER NOT NULL,
+        applied INTEGER NOT NULL,
+        upto INTEGER,
+        done_merchant TEXT,
+        done_entity TEXT,
         PRIMARY KEY (positions, name)
     )""",
 ]
@@ -117,19 +122,35 @@ def set_position(conn: Connection, name: str, target: Target, seq: int) -> None:
     conn.execute(f"UPDATE {target.positions} SET checkpoint = ? WHERE name = ?", (seq, name))
 
 
-def erasure_position(conn: Connection, name: str, target: Target) -> int:
+@dataclass(frozen=True)
+class ErasureState:
+    """How far a target has folded in the erasures' ends (see erasure_positions)."""
+
+    applied: int = 0
+    upto: int | None = None  # a range (applied, upto] under way
+    done: tuple[str, str] = ("", "")  # its entities up to this key are folded again
+
+
+def erasure_state(conn: Connection, name: str, target: Target) -> ErasureState:
     row = conn.execute(
-        "SELECT erasure_id FROM erasure_positions WHERE positions = ? AND name = ?",
+        "SELECT applied, upto, done_merchant, done_entity FROM erasure_positions"
+        " WHERE positions = ? AND name = ?",
         (target.positions, name),
     ).fetchone()
-    return int(row[0]) if row else 0
+    if row is None:
+        return ErasureState()
+    applied, upto, merchant, entity = row
+    return ErasureState(int(applied), upto, (merchant or "", entity or ""))
 
 
-def set_erasure_position(conn: Connection, name: str, target: Target, erasure_id: int) -> None:
+def set_erasure_state(conn: Connection, name: str, target: Target, state: ErasureState) -> None:
     conn.execute(
-        "INSERT INTO erasure_positions (positions, name, erasure_id) VALUES (?, ?, ?)"
-        " ON CONFLICT (positions, name) DO UPDATE SET erasure_id = excluded.erasure_id",
-        (target.positions, name, erasure_id),
+        "INSERT INTO erasure_positions"
+        " (positions, name, applied, upto, done_merchant, done_entity) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (positions, name) DO UPDATE SET applied = excluded.applied,"
+        " upto = excluded.upto, done_merchant = excluded.done_merchant,"
+        " done_entity = excluded.done_entity",
+        (target.positions, name, state.applied, state.upto, *state.done),
     )
 
 
