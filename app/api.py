@@ -156,9 +156,13 @@ async def get_note(request: web.Request) -> web.Response:
     note_id = params.entity_id(request.match_info["note_id"], "note_id")
     at = params.as_of(request.query.get("as_of"))
     merchant = _merchant(request)
-    if at is not None:
+    if at is not None:  # from the log; the notes view too once built (it knows erased notes)
+        built = await request.app[READER].call(request.app[RUNNER].is_ready, "notes")
         return await _entity_answer(
-            request, lambda views, log: notes.note_as_of(log, scope, note_id, at, merchant)
+            request,
+            lambda views, log: notes.note_as_of(
+                views if built else None, log, scope, note_id, at, merchant
+            ),
         )
     await _ready(request, "notes")
     return await _entity_answer(

@@ -748,3 +748,25 @@ def test_a_delivery_set_aside_in_the_spool_loses_the_erased_blocks_and_keeps_the
     assert error == "erased by erasure 1" and aside == 1
     for path in settings.spool_path.glob(f"{SPOOL_FILE}*"):
         assert MARK.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.backends("sqlite")
+def test_erase_says_so_and_still_scrubs_when_the_views_do_not_follow(
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The views' write lock held past its timeout (a long rebuild, say): the log is
+    erased, the scrub still runs, and exit status 3 says the views have not followed."""
+    backend(settings).append_bodies(note_bodies())
+    scrubbed: list[Path] = []
+
+    def locked(settings: Settings) -> int:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr("app.commands.erase.follow_views", locked)
+    monkeypatch.setattr("app.commands.erase.scrub", lambda s, url: scrubbed.append(s.data_dir))
+    assert erase(settings, tmp_path, "--note", NOTE, "--merchant", MERCHANT) == 3
+    assert "the views did not follow here (database is locked)" in capsys.readouterr().err
+    assert scrubbed == [settings.data_dir] and MARK not in log_text(settings)

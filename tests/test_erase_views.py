@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from app.cli import main
 from app.commands.erase import open_log_owner
 from app.config import Settings
+from app.errors import Gone, NotFound
 from app.openapi import document
 from app.web import create_app
 from eventlog.erase import end_erasure, erase_rows, record_erasure, with_comments
@@ -26,7 +27,7 @@ from projections.base import dump_tables
 from projections.engine import SharedReads, catch_up, step
 from projections.rebuild import rebuild_all, start_rebuild
 from projections.registry import all_projectors
-from projections.store import REBUILD, open_views
+from projections.store import LIVE, REBUILD, erasure_state, open_views
 from tests.helpers import MERCHANT, make_block, make_body, settled, signed_post, wait_for
 from tests.test_erase import (
     COMMENT,
@@ -352,3 +353,183 @@ async def test_after_older_than_a_note_is_what_its_remaining_events_fold_to(
             template.format(note_id=note_id), headers={"Authorization": "Bearer ops-token"}
         )
         check(doc, template, "get", resp, await resp.json())
+
+
+def _follow_all(settings: Settings, views: Any, log: Any) -> None:
+    for projector in all_projectors():
+        catch_up(projector, views, log)
+
+
+def _equal_to_a_rebuild(settings: Settings, views: Any) -> None:
+    for projector in all_projectors():
+        got = dump_tables(views, projector)
+        assert MARK not in repr(got), projector.name
+        assert got == fold_from_scratch(settings.storage, projector), projector.name
+
+
+def test_two_erasures_at_once_the_later_ending_first_are_both_folded_in(
+    settings: Settings,
+) -> None:
+    """Erasure 1 (long: a merchant's, say) and erasure 2 run at once; 2 ends first and the
+    views fold it in; then 1 ends. Ends are read in the order they ended, not by id, so the
+    views fold 1 in too."""
+    backend(settings).append_bodies(note_bodies())
+    settings.storage.prepare()
+    log, views = settings.storage.log_reader(), settings.storage.views()
+    try:
+        rebuild_all(all_projectors(), views, log)
+        owner = open_log_owner(settings, settings.database_url)
+        try:
+            first = record_erasure(owner, with_comments(owner, SCOPES["note"]), "first", {})
+            second = record_erasure(
+                owner, Scope(merchant_id=MERCHANT, note_id=OTHER_NOTE), "second", {}
+            )
+            erase_rows(owner, second)
+            end_erasure(owner, second.id)
+            _follow_all(settings, views, log)
+            erase_rows(owner, first)
+            end_erasure(owner, first.id)
+        finally:
+            owner.close()
+        _follow_all(settings, views, log)
+        _equal_to_a_rebuild(settings, views)
+    finally:
+        views.close()
+        log.close()
+
+
+def test_a_rebuild_during_which_an_erasure_ends_folds_it_in(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rebuild reads the erasure head before any event: an erasure that ends after it
+    read the note's events is folded in by the swap's catch-up."""
+    from projections import rebuild as rebuild_module
+
+    backend(settings).append_bodies(note_bodies())
+    settings.storage.prepare()
+    log, views = settings.storage.log_reader(), settings.storage.views()
+    real_iter_from = rebuild_module.iter_from
+
+    def iter_then_erase(*args: Any, **kwargs: Any) -> Any:
+        for number, events in enumerate(real_iter_from(*args, **kwargs)):
+            yield events
+            if number == 0:
+                run_erasure(settings, SCOPES["note"])
+
+    monkeypatch.setattr(rebuild_module, "iter_from", iter_then_erase)
+    try:
+        rebuild_all(all_projectors(), views, log, batch=2)
+        _equal_to_a_rebuild(settings, views)
+    finally:
+        views.close()
+        log.close()
+
+
+def test_a_large_erasure_is_folded_in_a_bounded_chunk_of_entities_per_transaction(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A merchant's erasure touches every entity it has: each step folds at most
+    REFOLD_ENTITIES of them again (the views' write lock is held that long only), the range
+    stays open between steps, and the views end equal to a rebuild."""
+    monkeypatch.setattr(engine, "REFOLD_ENTITIES", 2)
+    notes = [f"6510aa00000000000000e{n:03d}" for n in range(7)]
+    bodies = [
+        make_body(
+            make_block(
+                note_id=note,
+                event_detail=[
+                    {
+                        "field_key": "description",
+                        "add": [f"{MARK} {note}"],
+                        "change": [],
+                        "remove": [],
+                    }
+                ],
+            )
+        )  # fmt: skip
+        for note in notes
+    ]
+    backend(settings).append_bodies(bodies)
+    settings.storage.prepare()
+    log, views = settings.storage.log_reader(), settings.storage.views()
+    try:
+        rebuild_all(all_projectors(), views, log)
+        run_erasure(settings, SCOPES["merchant"])
+        notes_projector = all_projectors()[0]
+        steps = 0
+        while step(notes_projector, views, log):
+            steps += 1
+            state = erasure_state(views, notes_projector.name, LIVE)
+            assert state.upto is not None and state.done == (MERCHANT, notes[2 * steps - 1])
+            erased = views.execute("SELECT count(*) FROM notes WHERE erased = 1").fetchone()[0]
+            assert erased == 2 * steps
+        assert steps == 3  # 2 + 2 + 2, then the last one in the step that closed the range
+        assert erasure_state(views, notes_projector.name, LIVE).upto is None
+        _follow_all(settings, views, log)
+        _equal_to_a_rebuild(settings, views)
+    finally:
+        views.close()
+        log.close()
+
+
+def test_older_than_a_note_with_a_newer_comment_answers_410_and_search_skips_it(
+    settings: Settings,
+) -> None:
+    """Every event of the note itself erased, a newer comment on it kept: the note answers
+    410, and search (whose document would hold the comment's words) does not list it."""
+    from app.queries import notes as note_queries
+    from app.queries import search
+    from app.queries.scope import EVERYTHING
+
+    note, comment = "6510aa00000000000000e101", "6510cc00000000000000e102"
+    now = time.time()
+    blocks = [
+        make_block(note_id=note, action_time=now - 10 * DAY, event_detail=[
+            {"field_key": "description", "add": ["old words"], "change": [], "remove": []}]),
+        make_block("note_comment_create", comment_id=comment, action_time=now - DAY,
+                   event_detail=[
+                       {"field_key": "object_id", "add": [note], "change": [], "remove": []},
+                       {"field_key": "description", "add": ["pelican"], "change": [],
+                        "remove": []}]),
+    ]  # fmt: skip
+    backend(settings).append_bodies([make_body(b) for b in blocks])
+    settings.storage.prepare()
+    log, views = settings.storage.log_reader(), settings.storage.views()
+    try:
+        rebuild_all(all_projectors(), views, log)
+        terms = search.query_terms("pelican")
+        found = search.search_notes(views, EVERYTHING, terms, 10, search.decode(None))
+        assert [i["note_id"] for i in found["items"]] == [note]
+        run_erasure(settings, Scope(before=now - 5 * DAY))
+        _follow_all(settings, views, log)
+        with pytest.raises(Gone):
+            note_queries.get_note(views, EVERYTHING, note)
+        assert search.search_notes(views, EVERYTHING, terms, 10, search.decode(None))["items"] == []
+    finally:
+        views.close()
+        log.close()
+
+
+def test_as_of_any_time_an_erased_note_answers_410(settings: Settings) -> None:
+    """Before its first event too (no event then, but the note is erased now)."""
+    from app.queries import notes as note_queries
+    from app.queries.scope import EVERYTHING
+    from app.queries.scope import Scope as TokenScope
+
+    backend(settings).append_bodies(note_bodies())
+    settings.storage.prepare()
+    log, views = settings.storage.log_reader(), settings.storage.views()
+    try:
+        rebuild_all(all_projectors(), views, log)
+        run_erasure(settings, SCOPES["note"])
+        _follow_all(settings, views, log)
+        for at in (1_000_000_000.0, 2_000_000_000.0):
+            with pytest.raises(Gone):
+                note_queries.note_as_of(views, log, EVERYTHING, NOTE, at, MERCHANT)
+        with pytest.raises(NotFound):  # another merchant's token: not even that
+            note_queries.note_as_of(
+                views, log, TokenScope(frozenset({OTHER_MERCHANT})), NOTE, 1e9, None
+            )
+    finally:
+        views.close()
+        log.close()

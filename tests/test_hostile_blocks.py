@@ -133,7 +133,9 @@ def _reads_back(storage, blocks):  # type: ignore[no-untyped-def]
             history = _answer(note_history(views, log, EVERYTHING, note_id, event.merchant_id))
             assert event.message_id in [e["message_id"] for e in history["events"]]
             if event.entity == "note":
-                doc = _answer(note_as_of(log, EVERYTHING, note_id, event.action_time, event.merchant_id))
+                doc = _answer(
+                    note_as_of(views, log, EVERYTHING, note_id, event.action_time, event.merchant_id)
+                )
                 assert doc["note_id"] == note_id and doc["merchant_id"] == event.merchant_id
     finally:
         views.close()

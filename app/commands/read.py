@@ -20,6 +20,7 @@ from app.queries import history, mentions, notes, params
 from app.queries.scope import EVERYTHING
 from app.text import html_to_text, show_time, show_value
 from eventlog.dbapi import Connection
+from projections.registry import all_projectors
 from projections.store import live_row
 
 
@@ -27,6 +28,15 @@ from projections.store import live_row
 class Reader:
     views: Connection
     log: Connection
+
+
+def _current(views: Connection, name: str) -> bool:
+    """The view is built, by this version of its projector."""
+    row = live_row(views, name)
+    return row is not None and row.version == VERSIONS[name]
+
+
+VERSIONS = {p.name: p.version for p in all_projectors()}
 
 
 @contextmanager
@@ -41,9 +51,9 @@ def reader(args: argparse.Namespace, *views: str) -> Iterator[Reader]:
         raise
     try:
         for name in views:
-            if live_row(view_conn, name) is None:
+            if not _current(view_conn, name):
                 hint = "run `notestore rebuild` or `notestore serve`"
-                raise NotestoreError(f"the {name} view is not built yet: {hint}")
+                raise NotestoreError(f"the {name} view is not built (by this version) yet: {hint}")
         yield Reader(view_conn, log)
     finally:
         view_conn.close()
@@ -105,8 +115,9 @@ def note(args: argparse.Namespace) -> int:
     note_id = params.entity_id(args.note_id, "NOTE_ID")
     at = params.as_of(args.as_of)
     with reader(args, *(() if at is not None else ("notes",))) as r:
+        built = r.views if _current(r.views, "notes") else None  # it knows erased notes
         body = (
-            notes.note_as_of(r.log, EVERYTHING, note_id, at, _merchant(args))
+            notes.note_as_of(built, r.log, EVERYTHING, note_id, at, _merchant(args))
             if at is not None
             else notes.get_note(r.views, EVERYTHING, note_id, _merchant(args))
         )

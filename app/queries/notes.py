@@ -42,16 +42,34 @@ def refuse_erased(views: Connection, merchant: str, note_id: str) -> None:
 
 
 def note_as_of(
-    log: Connection, scope: Scope, note_id: str, at: float, merchant: str | None = None
+    views: Connection | None,
+    log: Connection,
+    scope: Scope,
+    note_id: str,
+    at: float,
+    merchant: str | None = None,
 ) -> dict[str, Any]:
-    """The note folded from its events with action_time <= at, with the projector's own fold."""
+    """The note folded from its events with action_time <= at, with the projector's own fold.
+    Gone when the note is erased now (at any time asked), or every event of it until then
+    was (after --older-than). `views` None: the notes view is not built yet, so the log
+    alone answers (an erased note's events are all erased: Gone, unless none is that old)."""
     events = [
         e
         for e in read_by_entity(log, [note_id])
         if e.event_type in NOTE_EVENTS and e.entity_id == note_id and e.action_time <= at
     ]
-    held_by = {merchant_key(e.merchant_id) for e in events}
+    erased = set()
+    if views is not None:
+        erased = {
+            str(row[0])
+            for row in views.execute(
+                "SELECT merchant_id FROM notes WHERE note_id = ? AND erased = 1", (note_id,)
+            )
+        }
+    held_by = {merchant_key(e.merchant_id) for e in events} | erased
     chosen = choose_merchant(held_by, scope, merchant, f"note {note_id} as of {at}")
+    if chosen in erased:
+        raise Gone(f"note {note_id} was erased")
     state = EntityState(note_id, chosen or None)
     for event in events:
         if merchant_key(event.merchant_id) == chosen:

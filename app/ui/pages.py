@@ -77,7 +77,7 @@ def _note_page(views: Connection, log: Connection, scope: Any, note_id: str,
     then: dict[str, Any] | None = None
     if at is not None:
         try:
-            then = notes.note_as_of(log, scope, note_id, at, merchant)
+            then = notes.note_as_of(views, log, scope, note_id, at, merchant)
         except (NotFound, Gone):  # not yet, or every event until then erased: no state
             then = None
     return {
