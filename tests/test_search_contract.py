@@ -108,6 +108,23 @@ def test_a_rebuild_leaves_one_index_once_the_live_view_writes_again(backend):
     views.close()
 
 
+def test_the_postgresql_index_keeps_its_pending_list_short(backend):
+    """Every GIN lookup reads the whole pending list: the index is created with a small one
+    (a word of one note took 1.2 ms with the default 4 MB, 0.1 ms with none)."""
+    if backend.backend != "postgresql":
+        pytest.skip("SQLite's FTS5 has no pending list")
+    views = Views(backend, SearchProjector())
+    views.build()
+    append_blocks(backend, [described("n1", "first")])
+    views.catch_up()
+    live = search_index.table_name(search_index.generation(views.views, "") or 0)
+    options = views.views.execute(
+        "SELECT reloptions FROM pg_class WHERE relname = ?", (f"{live}_words",)
+    ).fetchone()
+    assert options == ([f"gin_pending_list_limit={search_index.GIN_PENDING_KB}"],)
+    views.close()
+
+
 def described(note_id: str, text: str, at: float = T0, kind: str = "note_create") -> dict[str, Any]:
     detail = [{"field_key": "description", "add": [text]}]
     if "comment" in kind:
