@@ -15,14 +15,17 @@ or a DELETE frees is zeroed as it is freed. But
   nothing. It cannot while a reader (serve's) still reads an older snapshot, so it is tried
   again until a deadline, and the operator is told if it never got through.
 - Space freed before secure_delete was on (a database written by an older notestore) is
-  not zeroed: views.db and spool.db are VACUUMed (rewritten whole: they are small and
-  serve keeps working meanwhile); the log is not (huge, and append-only: its free pages
-  are overwritten with zeros instead; docs/operations.md, "Erasure requests", says why).
+  not zeroed: spool.db is VACUUMed (rewritten whole: it is small); the log and views.db
+  are not (the log is huge and append-only; a VACUUM of views.db holds its write lock
+  throughout and may renumber the rowids the search index refers to, and every view was
+  rebuilt into new tables when secure_delete came in): their free pages are overwritten
+  with zeros instead (docs/operations.md, "Erasure requests", says why).
 
 PostgreSQL. An UPDATE leaves the old row version in place until VACUUM removes it: the log's
 tables are VACUUMed as the owner (the erasure's role), the views' as the service role (which
 owns them), and the views' indexes rebuilt (a GIN index never drops a key). VACUUM runs
-outside any transaction (autocommit). What PostgreSQL keeps
+outside any transaction (autocommit), and neither waits long for a lock (LOCK_TIMEOUT):
+what could not be done is reported. What PostgreSQL keeps
 elsewhere (free space not zeroed, WAL, archives, backups) is for the operator:
 docs/operations.md.
 """
@@ -54,6 +57,8 @@ from projections.store import VIEWS_FILE, VIEWS_SCHEMA, open_views
 CHECKPOINT_DEADLINE_S = 30.0
 CHECKPOINT_BUSY_MS = 200
 CHECKPOINT_RETRY_S = 0.05
+LOCK_TIMEOUT = "5s"  # PostgreSQL: VACUUM and REINDEX give up waiting past these
+STATEMENT_TIMEOUT = "10min"
 
 # The log's free pages are overwritten this many at a time (4 MB of 4 KB pages: a
 # transaction of a few milliseconds, which serve's appends wait for at most).
@@ -111,9 +116,13 @@ def _sqlite_views(data_dir: Path, report: Scrubbed) -> None:
             merged = search_index.optimize(views)
         if merged:
             report.done.append(f"search index merged into one segment ({', '.join(merged)})")
-        _vacuum_file(views, VIEWS_FILE, report)
     finally:
         views.close()
+    # Not a VACUUM: it would hold the views' write lock for the whole rewrite, and may
+    # renumber search_docs' rowids, which the FTS5 index refers to. Every view is rebuilt
+    # (new tables, the old ones freed and zeroed) whenever its version changes, as it did
+    # when secure_delete came in: what an older notestore freed is in the freelist.
+    _zero_freelist(data_dir / VIEWS_FILE, report)
 
 
 def _zero_freelist(path: Path, report: Scrubbed) -> None:
@@ -249,11 +258,24 @@ def _vacuum(
     it may not vacuum, or whose dead rows an open snapshot still needs, is reported.
     reindex: then rebuild its indexes too (_reindex)."""
     messages: list[str] = []
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
         conn.add_notice_handler(lambda d: messages.append(d.message_primary or ""))
+        # never wait long on a lock or a snapshot (an idle transaction, a long pg_dump):
+        # what could not be done is reported, the erasure itself is done already
+        conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+        conn.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
         tables = tables_of(conn)
         for table in tables:
-            conn.execute(sql.SQL("VACUUM (VERBOSE) {}").format(table))
+            try:
+                conn.execute(sql.SQL("VACUUM (VERBOSE) {}").format(table))
+            except psycopg.errors.UndefinedTable:
+                continue  # dropped meanwhile (a rebuild's swap): its files went with it
+            except psycopg.Error as exc:
+                name = table.as_string(conn)
+                report.warnings.append(
+                    f"VACUUM of {what}, {name}: {str(exc).strip()}: its old row versions may"
+                    f" still hold erased text; run VACUUM {name} once that is over"
+                )
         if reindex:
             _reindex(conn, what, tables, report)
     skipped = [m for m in messages if "skipping" in m]
@@ -267,6 +289,28 @@ def _vacuum(
             " VACUUM on those tables once that transaction is over)"
         )
     report.done.append(f"{what}: {len(tables)} tables vacuumed")
+
+
+def _drop_invalid_indexes(
+    conn: psycopg.Connection[tuple[object, ...]], table: sql.Composable
+) -> None:
+    """A REINDEX CONCURRENTLY stopped halfway (a timeout) leaves its new indexes invalid:
+    never used, but kept up to date by every write. Drop them."""
+    try:
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                " WHERE i.indrelid = {}::regclass AND NOT i.indisvalid"
+            ).format(sql.Literal(table.as_string(conn)))
+        ).fetchall()
+        for (name,) in rows:
+            conn.execute(
+                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+                    sql.Identifier(VIEWS_SCHEMA, str(name))
+                )
+            )
+    except psycopg.Error:
+        pass  # the table went meanwhile, or the drop waits too: the next scrub tries again
 
 
 def _reindex(
@@ -288,6 +332,7 @@ def _reindex(
             continue  # dropped meanwhile (a rebuild's swap): its files went with it
         except psycopg.Error as exc:
             failed.append(f"{table.as_string(conn)}: {str(exc).strip()}")
+            _drop_invalid_indexes(conn, table)
     for line in failed:
         report.warnings.append(f"REINDEX of {what}, {line}: its old index may hold erased text")
     report.done.append(f"{what}: indexes of {len(tables) - len(failed)} tables rebuilt")
