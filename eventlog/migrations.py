@@ -350,7 +350,7 @@ MIGRATIONS: list[str] = [
         erasure_id INTEGER NOT NULL UNIQUE REFERENCES erasures(id),
         at REAL NOT NULL
     );
-    CREATE INDEX erased_rows_by_erasure ON erased_rows(erasure_id);
+    CREATE INDEX erased_rows_by_erasure ON erased_rows(erasure_id, log_table, row_key);
     CREATE INDEX events_by_received_at ON events(received_at);
     """
     + _APPEND_ONLY.format(table="erasure_ends")

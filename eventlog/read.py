@@ -129,31 +129,30 @@ def erasure_head(conn: Connection) -> int:
     return int(conn.execute("SELECT coalesce(max(position), 0) FROM erasure_ends").fetchone()[0])
 
 
-EntityKey = tuple[str, str]  # (merchant key: '' for none, entity id), as the views key them
-
-
-def erased_entities(
-    conn: Connection,
-    after: int,
-    upto: int,
-    upto_seq: int,
-    start: EntityKey = ("", ""),
-    limit: int = 1000,
-) -> list[EntityKey]:
-    """Up to `limit` entities, in key order from just after `start`, with an event up to
-    `upto_seq` redacted by an erasure that ended at a position in (after, upto], or by one
-    that has not ended (a run that stopped, or is still running): the entities a view that
-    has read that far must fold again."""
+def erasures_to_follow(conn: Connection, after: int, upto: int) -> list[int]:
+    """The erasures a view that has folded ends up to position `after` must follow to reach
+    `upto`: those that ended at a position in (after, upto], and those that never ended (a
+    run that stopped, or is still running: what they redacted so far), by id."""
     rows = conn.execute(
-        "SELECT DISTINCT coalesce(e.merchant_id, '') AS m, e.entity_id FROM erased_rows r"
-        " JOIN events e ON e.seq = r.row_key"
-        " WHERE r.log_table = 'events' AND r.erasure_id IN ("
-        "   SELECT erasure_id FROM erasure_ends WHERE position > ? AND position <= ?"
-        "   UNION SELECT id FROM erasures WHERE id NOT IN (SELECT erasure_id FROM erasure_ends))"
-        " AND e.seq <= ? AND e.entity_id IS NOT NULL"
-        " AND (coalesce(e.merchant_id, '') > ?"
-        "      OR (coalesce(e.merchant_id, '') = ? AND e.entity_id > ?))"
-        " ORDER BY m, e.entity_id LIMIT ?",
-        (after, upto, upto_seq, start[0], start[0], start[1], limit),
+        "SELECT erasure_id FROM erasure_ends WHERE position > ? AND position <= ?"
+        " UNION SELECT id FROM erasures WHERE id NOT IN (SELECT erasure_id FROM erasure_ends)"
+        " ORDER BY 1",
+        (after, upto),
     )
-    return [(str(merchant), str(entity_id)) for merchant, entity_id in rows]
+    return [int(row[0]) for row in rows]
+
+
+def erased_events(
+    conn: Connection, erasure_id: int, after_seq: int, limit: int
+) -> list[tuple[int, str, str | None]]:
+    """Up to `limit` events the erasure redacted, in seq order after `after_seq`:
+    (seq, merchant key, entity id). Read through erased_rows_by_erasure: a range of the
+    index, whatever the number of rows erasures recorded before."""
+    rows = conn.execute(
+        "SELECT e.seq, coalesce(e.merchant_id, ''), e.entity_id FROM erased_rows r"
+        " JOIN events e ON e.seq = r.row_key"
+        " WHERE r.erasure_id = ? AND r.log_table = 'events' AND r.row_key > ?"
+        " ORDER BY r.row_key LIMIT ?",
+        (erasure_id, after_seq, limit),
+    )
+    return [(int(seq), str(merchant), entity_id) for seq, merchant, entity_id in rows]

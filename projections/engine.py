@@ -10,7 +10,14 @@ import bisect
 from collections.abc import Callable
 
 from eventlog.dbapi import Connection
-from eventlog.read import LogEvent, erased_entities, erasure_head, read_by_entity, read_from
+from eventlog.read import (
+    LogEvent,
+    erased_events,
+    erasure_head,
+    erasures_to_follow,
+    read_by_entity,
+    read_from,
+)
 from eventlog.transactions import immediate
 from projections.base import EntityProjector, Projector, merchant_key
 from projections.store import (
@@ -113,9 +120,10 @@ def apply_pending(
     return len(events)
 
 
-# Entities folded again per transaction after an erasure: a merchant's erasure touches
-# every entity it has, and the views' write lock must not be held for all of them at once.
-REFOLD_ENTITIES = 1000
+# Erased events whose entities are folded again per transaction after an erasure: a
+# merchant's erasure touches every entity it has, and the views' write lock must not be
+# held for all of them at once.
+REFOLD_ROWS = 1000
 
 
 def follow_erasures(
@@ -128,27 +136,37 @@ def follow_erasures(
 ) -> bool:
     """An erasure is an entry read after the events it redacted (spec/views.md, "Erasure"):
     each entity it touched that this view has folded is folded again, afresh, from its events
-    up to the checkpoint as the log holds them now, so the view equals a rebuild. A chunk of
-    REFOLD_ENTITIES at a time, in key order; returns whether entities are left."""
+    up to the checkpoint as the log holds them now, so the view equals a rebuild. The
+    entities of REFOLD_ROWS erased events at a time (an entity met again in a later chunk is
+    folded again: harmless), the position in the erasures' rows kept between steps; returns
+    whether rows are left."""
     state = erasure_state(views, projector.name, target)
     if state.upto is None:
         if head <= state.applied:
             return False
         state = ErasureState(state.applied, head)
     assert state.upto is not None
-    keys: list[tuple[str, str]] = []
-    if isinstance(projector, EntityProjector) and checkpoint > 0:
-        keys = erased_entities(
-            log, state.applied, state.upto, checkpoint, state.done, REFOLD_ENTITIES
-        )
-        _refold(projector, views, log, target, keys, checkpoint)
-    if len(keys) < REFOLD_ENTITIES:
+    if not isinstance(projector, EntityProjector) or checkpoint == 0:
         set_erasure_state(views, projector.name, target, ErasureState(state.upto))
         return False
-    set_erasure_state(
-        views, projector.name, target, ErasureState(state.applied, state.upto, keys[-1])
-    )
-    return True
+    done_erasure, done_seq = state.done
+    keys: set[tuple[str, str]] = set()
+    budget = REFOLD_ROWS
+    for erasure_id in erasures_to_follow(log, state.applied, state.upto):
+        if erasure_id < done_erasure:
+            continue
+        after = done_seq if erasure_id == done_erasure else 0
+        rows = erased_events(log, erasure_id, after, budget)
+        keys |= {(m, entity) for seq, m, entity in rows if entity and seq <= checkpoint}
+        if len(rows) == budget:  # more may follow: the next step goes on from here
+            _refold(projector, views, log, target, keys, checkpoint)
+            more = ErasureState(state.applied, state.upto, (erasure_id, rows[-1][0]))
+            set_erasure_state(views, projector.name, target, more)
+            return True
+        budget -= len(rows)
+    _refold(projector, views, log, target, keys, checkpoint)
+    set_erasure_state(views, projector.name, target, ErasureState(state.upto))
+    return False
 
 
 def _refold(
@@ -156,7 +174,7 @@ def _refold(
     views: Connection,
     log: Connection,
     target: Target,
-    keys: list[tuple[str, str]],
+    keys: set[tuple[str, str]],
     checkpoint: int,
 ) -> None:
     touched = set(keys)

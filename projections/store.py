@@ -46,14 +46,14 @@ _BOOKKEEPING = [
     # how far each projector's target has folded in the erasures' ends
     # (eventlog.read.erasure_head; no row: none yet, and folding the entities of every
     # erasure again is harmless): up to `applied`, and the range (applied, upto] is being
-    # folded in chunk by chunk, its entities up to (done_merchant, done_entity) done
+    # folded in chunk by chunk, the rows of its erasures up to (done_erasure, done_seq) done
     """CREATE TABLE IF NOT EXISTS erasure_positions (
         positions TEXT NOT NULL,
         name TEXT NOT NULL,
         applied INTEGER NOT NULL,
         upto INTEGER,
-        done_merchant TEXT,
-        done_entity TEXT,
+        done_erasure INTEGER,
+        done_seq INTEGER,
         PRIMARY KEY (positions, name)
     )""",
 ]
@@ -128,28 +128,28 @@ class ErasureState:
 
     applied: int = 0
     upto: int | None = None  # a range (applied, upto] under way
-    done: tuple[str, str] = ("", "")  # its entities up to this key are folded again
+    done: tuple[int, int] = (0, 0)  # its erasures' events up to (erasure id, seq) followed
 
 
 def erasure_state(conn: Connection, name: str, target: Target) -> ErasureState:
     row = conn.execute(
-        "SELECT applied, upto, done_merchant, done_entity FROM erasure_positions"
+        "SELECT applied, upto, done_erasure, done_seq FROM erasure_positions"
         " WHERE positions = ? AND name = ?",
         (target.positions, name),
     ).fetchone()
     if row is None:
         return ErasureState()
-    applied, upto, merchant, entity = row
-    return ErasureState(int(applied), upto, (merchant or "", entity or ""))
+    applied, upto, erasure, seq = row
+    return ErasureState(int(applied), upto, (erasure or 0, seq or 0))
 
 
 def set_erasure_state(conn: Connection, name: str, target: Target, state: ErasureState) -> None:
     conn.execute(
         "INSERT INTO erasure_positions"
-        " (positions, name, applied, upto, done_merchant, done_entity) VALUES (?, ?, ?, ?, ?, ?)"
+        " (positions, name, applied, upto, done_erasure, done_seq) VALUES (?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (positions, name) DO UPDATE SET applied = excluded.applied,"
-        " upto = excluded.upto, done_merchant = excluded.done_merchant,"
-        " done_entity = excluded.done_entity",
+        " upto = excluded.upto, done_erasure = excluded.done_erasure,"
+        " done_seq = excluded.done_seq",
         (target.positions, name, state.applied, state.upto, *state.done),
     )
 

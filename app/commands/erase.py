@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import sqlite3
 import sys
 import time
-
-import psycopg
 
 from app.cli import command, settings_of
 from app.commands.views import open_existing_log
@@ -160,12 +157,12 @@ def erase(args: argparse.Namespace) -> int:
     print(f"erasure {erasure.id}: redacted " + ", ".join(f"{done[t]} {t}" for t in TABLES))
     if erasure.scope.before is None:
         print("its tombstone keeps what arrives later about it redacted")
-    if aside := redact_set_aside(settings.spool_path, erasure.id, erasure.scope):
-        print(f"redacted {aside} delivery(ies) set aside in this instance's spool")
     try:
+        if aside := redact_set_aside(settings.spool_path, erasure.id, erasure.scope):
+            print(f"redacted {aside} delivery(ies) set aside in this instance's spool")
         print(f"views followed up to seq {follow_views(settings)}")
         followed = True
-    except (NotestoreError, sqlite3.Error, psycopg.Error) as exc:  # scrub the log anyway
+    except Exception as exc:  # the log is erased: whatever failed here, scrub it anyway
         print(
             f"notestore erase: the views did not follow here ({exc}); serve's projectors fold"
             " the erasure in: once `notestore status` shows them caught up, run this erase"
