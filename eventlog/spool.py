@@ -204,7 +204,8 @@ class Spool:
 
 def redact_set_aside(folder: Path | str, erasure_id: int, scope: Scope) -> int:
     """An erasure reaches the deliveries set aside in this spool (those waiting to drain
-    reach the log soon, and are stored redacted under the erasure's tombstone): each block
+    reach the log soon, and are stored redacted under a note's or merchant's tombstone; an
+    --older-than erasure has none: docs/operations.md): each block
     the scope covers is replaced by the erasure's marker, as in the log's request bodies.
     They stay set aside (their signature no longer matches). Returns how many changed."""
     path = Path(folder) / SPOOL_FILE
