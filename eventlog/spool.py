@@ -215,12 +215,17 @@ def redact_set_aside(folder: Path | str, erasure_id: int, scope: Scope) -> int:
     try:
         with immediate(conn):
             rows = conn.execute("SELECT id, body FROM spooled WHERE set_aside = 1").fetchall()
+            said = f"erased by erasure {erasure_id}"
             changed = [
-                (new, f"erased by erasure {erasure_id}", spool_id)
+                (new, said, said, spool_id)
                 for spool_id, body in rows
                 if (new := redact_body(bytes(body), [(erasure_id, scope)])) is not None
             ]
-            conn.executemany("UPDATE spooled SET body = ?, last_error = ? WHERE id = ?", changed)
+            conn.executemany(  # why it was set aside stays said
+                "UPDATE spooled SET body = ?, last_error = CASE WHEN last_error IS NULL"
+                " THEN ? ELSE last_error || '; ' || ? END WHERE id = ?",
+                changed,
+            )
         return len(changed)
     finally:
         conn.close()

@@ -733,6 +733,7 @@ def test_a_delivery_set_aside_in_the_spool_loses_the_erased_blocks_and_keeps_the
     try:
         spool.append([delivery_of(both)])
         (held,) = spool.oldest(1)
+        spool.failed(held.id, "the log refused it")
         spool.set_aside(held.id)
     finally:
         spool.close()
@@ -745,7 +746,7 @@ def test_a_delivery_set_aside_in_the_spool_loses_the_erased_blocks_and_keeps_the
     blocks = loads_strict(bytes(body))["block_event"]
     assert blocks[0]["erased"] == 1 and blocks[0]["data_event"]["note_id"] == NOTE
     assert MARK not in bytes(body).decode() and f"kept {OTHER_MARK}" in bytes(body).decode()
-    assert error == "erased by erasure 1" and aside == 1
+    assert error == "the log refused it; erased by erasure 1" and aside == 1
     for path in settings.spool_path.glob(f"{SPOOL_FILE}*"):
         assert MARK.encode() not in path.read_bytes(), path
 
