@@ -120,10 +120,12 @@ def apply_pending(
     return len(events)
 
 
-# Erased events whose entities are folded again per transaction after an erasure: a
-# merchant's erasure touches every entity it has, and the views' write lock must not be
-# held for all of them at once.
-REFOLD_ROWS = 1000
+# After an erasure, the entities folded again per transaction (a merchant's erasure touches
+# every entity it has, and the views' write lock must not be held for all of them at once),
+# found reading its erased events a page at a time (an entity of many erased events, a note
+# of 20,000, is folded once for all of them, not once per page).
+REFOLD_ENTITIES = 1000
+ERASED_PAGE = 1000
 
 
 def follow_erasures(
@@ -136,10 +138,9 @@ def follow_erasures(
 ) -> bool:
     """An erasure is an entry read after the events it redacted (spec/views.md, "Erasure"):
     each entity it touched that this view has folded is folded again, afresh, from its events
-    up to the checkpoint as the log holds them now, so the view equals a rebuild. The
-    entities of REFOLD_ROWS erased events at a time (an entity met again in a later chunk is
-    folded again: harmless), the position in the erasures' rows kept between steps; returns
-    whether rows are left."""
+    up to the checkpoint as the log holds them now, so the view equals a rebuild. About
+    REFOLD_ENTITIES at a time, the position in the erasures' events kept between steps (an
+    entity met again after it is folded again: harmless); returns whether some are left."""
     state = erasure_state(views, projector.name, target)
     if state.upto is None:
         if head <= state.applied:
@@ -151,19 +152,20 @@ def follow_erasures(
         return False
     done_erasure, done_seq = state.done
     keys: set[tuple[str, str]] = set()
-    budget = REFOLD_ROWS
     for erasure_id in erasures_to_follow(log, state.applied, state.upto):
         if erasure_id < done_erasure:
             continue
         after = done_seq if erasure_id == done_erasure else 0
-        rows = erased_events(log, erasure_id, after, budget)
-        keys |= {(m, entity) for seq, m, entity in rows if entity and seq <= checkpoint}
-        if len(rows) == budget:  # more may follow: the next step goes on from here
-            _refold(projector, views, log, target, keys, checkpoint)
-            more = ErasureState(state.applied, state.upto, (erasure_id, rows[-1][0]))
-            set_erasure_state(views, projector.name, target, more)
-            return True
-        budget -= len(rows)
+        while rows := erased_events(log, erasure_id, after, ERASED_PAGE):
+            keys |= {(m, entity) for seq, m, entity in rows if entity and seq <= checkpoint}
+            after = rows[-1][0]
+            if len(rows) < ERASED_PAGE:
+                break  # this erasure's last page
+            if len(keys) >= REFOLD_ENTITIES:  # the next step goes on from here
+                _refold(projector, views, log, target, keys, checkpoint)
+                more = ErasureState(state.applied, state.upto, (erasure_id, after))
+                set_erasure_state(views, projector.name, target, more)
+                return True
     _refold(projector, views, log, target, keys, checkpoint)
     set_erasure_state(views, projector.name, target, ErasureState(state.upto))
     return False

@@ -429,10 +429,11 @@ def test_a_rebuild_during_which_an_erasure_ends_folds_it_in(
 def test_a_large_erasure_is_folded_in_a_bounded_chunk_of_entities_per_transaction(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A merchant's erasure touches every entity it has: each step folds again the entities
-    of at most REFOLD_ROWS of its events (the views' write lock is held that long only),
-    the position in its rows kept between steps, and the views end equal to a rebuild."""
-    monkeypatch.setattr(engine, "REFOLD_ROWS", 2)
+    """A merchant's erasure touches every entity it has: each step folds about
+    REFOLD_ENTITIES of them again (the views' write lock is held that long only), the
+    position in its events kept between steps, and the views end equal to a rebuild."""
+    monkeypatch.setattr(engine, "REFOLD_ENTITIES", 2)
+    monkeypatch.setattr(engine, "ERASED_PAGE", 2)
     notes = [f"6510aa00000000000000e{n:03d}" for n in range(7)]
     bodies = [
         make_body(
@@ -531,6 +532,49 @@ def test_as_of_any_time_an_erased_note_answers_410(settings: Settings) -> None:
             note_queries.note_as_of(
                 views, log, TokenScope(frozenset({OTHER_MERCHANT})), NOTE, 1e9, None
             )
+    finally:
+        views.close()
+        log.close()
+
+
+def test_a_note_of_many_erased_events_is_folded_again_once(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its erased events span many pages, all of one entity: one step reads them all and
+    folds the note once (not once per page), and closes the range."""
+    monkeypatch.setattr(engine, "REFOLD_ENTITIES", 2)
+    monkeypatch.setattr(engine, "ERASED_PAGE", 2)
+    updates = [
+        make_body(
+            make_block(
+                "note_update_data",
+                note_id=NOTE,
+                action_time=1669200500.0 + n,
+                event_detail=[
+                    {"field_key": "description", "add": [f"{MARK} {n}"], "change": [], "remove": []}
+                ],
+            )
+        )  # fmt: skip
+        for n in range(7)
+    ]
+    backend(settings).append_bodies(updates)
+    settings.storage.prepare()
+    log, views = settings.storage.log_reader(), settings.storage.views()
+    folded: list[int] = []
+    notes_projector = all_projectors()[0]
+    real_refold = notes_projector.refold
+
+    def counted(conn: Any, events: Any, suffix: str) -> None:
+        folded.append(len(events))
+        real_refold(conn, events, suffix)
+
+    monkeypatch.setattr(notes_projector, "refold", counted)
+    try:
+        rebuild_all([notes_projector], views, log)
+        run_erasure(settings, SCOPES["note"])
+        assert step(notes_projector, views, log) == 0  # nothing left for another step
+        assert folded == [7] and erasure_state(views, "notes", LIVE).upto is None
+        assert views.execute("SELECT erased FROM notes").fetchall() == [(1,)]
     finally:
         views.close()
         log.close()
