@@ -46,6 +46,18 @@ _ENTITY_TAIL = {
     "extra": {"type": "object"},
 }
 
+# What every history item says of its event, an erased one too (no changes, no actor).
+_LOGGED: dict[str, Any] = {
+    "seq": INT,
+    "message_id": STR,
+    "event_type": STR,
+    "entity": {"enum": ["note", "comment", None]},
+    "entity_id": NULLABLE_STR,
+    "merchant_id": NULLABLE_STR,
+    "action_time": NUM,
+    "received_at": NUM,
+}
+
 SCHEMAS: dict[str, Any] = {
     "Error": _obj({"error": STR}),
     "Ambiguous": _obj({"error": STR, "merchants": {"type": "array", "items": NULLABLE_STR}}),
@@ -110,36 +122,17 @@ SCHEMAS: dict[str, Any] = {
             **_ENTITY_TAIL,
         }
     ),  # fmt: skip
-    "ErasedItem": _obj(
-        {
-            "seq": INT,
-            "message_id": STR,
-            "event_type": STR,
-            "entity": {"enum": ["note", "comment", None]},
-            "entity_id": NULLABLE_STR,
-            "merchant_id": NULLABLE_STR,
-            "action_time": NUM,
-            "received_at": NUM,
-            "erased": {"const": True},
-        }
-    ),  # fmt: skip
+    "ErasedItem": _obj({**_LOGGED, "erased": {"const": True}}),
     "LoggedItem": _obj(
         {
-            "seq": INT,
-            "message_id": STR,
-            "event_type": STR,
-            "entity": {"enum": ["note", "comment", None]},
-            "entity_id": NULLABLE_STR,
-            "merchant_id": NULLABLE_STR,
-            "action_time": NUM,
+            **_LOGGED,
             "created_time": ANY,
-            "received_at": NUM,
             "request_id": NULLABLE_STR,
             "app_id": STR,
             "actor": ANY,
             "changes": {"type": ["array", "null"]},
         }
-    ),  # fmt: skip
+    ),
     "MentionItem": _obj(
         {
             "note_id": STR,

@@ -23,20 +23,7 @@ def actor(event: LogEvent) -> Any:
 
 
 def history_item(event: LogEvent) -> dict[str, Any]:
-    if event.erased:  # spec/views.md: listed as erased, with no changes and no actor
-        return {
-            "seq": event.seq,
-            "message_id": event.message_id,
-            "event_type": event.event_type,
-            "entity": event.entity,
-            "entity_id": event.entity_id,
-            "merchant_id": event.merchant_id,
-            "action_time": event.action_time,
-            "received_at": event.received_at,
-            "erased": True,
-        }
-    data = event.data_event
-    return {
+    item: dict[str, Any] = {
         "seq": event.seq,
         "message_id": event.message_id,
         "event_type": event.event_type,
@@ -44,8 +31,14 @@ def history_item(event: LogEvent) -> dict[str, Any]:
         "entity_id": event.entity_id,
         "merchant_id": event.merchant_id,
         "action_time": event.action_time,
-        "created_time": data.get("created_time"),
         "received_at": event.received_at,
+    }
+    if event.erased:  # spec/views.md: listed as erased, with no changes and no actor
+        return {**item, "erased": True}
+    data = event.data_event
+    return {
+        **item,
+        "created_time": data.get("created_time"),
         "request_id": event.request_id,
         "app_id": event.app_id,
         "actor": actor(event),
