@@ -53,6 +53,7 @@ from tests.server import Server, write_config
 from tests.ui_kit import OTHER, bodies
 
 pytestmark = pytest.mark.backends("sqlite", "postgresql")
+EVERY_VIEW = ("notes", "comments", "mentions", "search")  # the pages read search too
 
 
 async def signed_in(client, token: str) -> None:  # type: ignore[no-untyped-def]
@@ -67,7 +68,7 @@ async def story(client, settings) -> None:  # type: ignore[no-untyped-def]
     for body in bodies():
         status, _ = await signed_post(client, body)
         assert status == 200
-    await settled(settings)
+    await settled(settings, views_named=EVERY_VIEW)
 
 
 async def test_the_status_chart_counts_only_the_tokens_merchants(client, settings):
@@ -151,7 +152,7 @@ async def test_a_note_known_only_from_its_comments_shows_its_history_and_thread(
     theirs["merchant_id"] = OTHER
     await signed_post(client, make_body(comment(MERCHANT)))
     await signed_post(client, theirs)
-    await settled(settings)
+    await settled(settings, views_named=EVERY_VIEW)
     await signed_in(client, "merchant-token")
     resp = await client.get(f"/ui/notes/n-{MERCHANT}")
     page = await resp.text()
@@ -166,7 +167,7 @@ async def test_a_note_known_only_from_its_comments_shows_its_history_and_thread(
 async def test_home_lists_the_most_recently_changed_notes_first_and_pages(client, settings):
     blocks = [make_block(note_id=f"n-{i:02d}", action_time=1669200000.0 + i) for i in range(30)]
     await signed_post(client, make_body(*blocks))
-    await settled(settings)
+    await settled(settings, views_named=EVERY_VIEW)
     await signed_in(client, "merchant-token")
     first = await (await client.get("/ui/")).text()
     shown = re.findall(r">(n-\d\d)</a>", first)
@@ -182,7 +183,7 @@ async def test_a_note_id_held_by_two_merchants_asks_which_one(client, settings):
     theirs["merchant_id"] = OTHER
     await signed_post(client, make_body(ours))
     await signed_post(client, theirs)
-    await settled(settings)
+    await settled(settings, views_named=EVERY_VIEW)
     await signed_in(client, "ops-token")
     resp = await client.get("/ui/notes/n-twice")
     assert resp.status == 409 and f"?merchant_id={OTHER}" in await resp.text()
@@ -479,7 +480,7 @@ async def test_a_note_is_opened_by_its_id_from_the_home_page(client, settings):
         {"field_key": "object_id", "add": ["n-only-comments"]},
         {"field_key": "description", "add": ["said about it"]}])  # fmt: skip
     await signed_post(client, make_body(comment))
-    await settled(settings)
+    await settled(settings, views_named=EVERY_VIEW)
     await signed_in(client, "merchant-token")
     home = await (await client.get("/ui/")).text()
     assert 'action="/ui/note"' in home and "n-only-comments" not in home
