@@ -265,17 +265,12 @@ def _vacuum(
         conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
         conn.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
         tables = tables_of(conn)
-        for table in tables:
-            try:
-                conn.execute(sql.SQL("VACUUM (VERBOSE) {}").format(table))
-            except psycopg.errors.UndefinedTable:
-                continue  # dropped meanwhile (a rebuild's swap): its files went with it
-            except psycopg.Error as exc:
-                name = table.as_string(conn)
-                report.warnings.append(
-                    f"VACUUM of {what}, {name}: {str(exc).strip()}: its old row versions may"
-                    f" still hold erased text; run VACUUM {name} once that is over"
-                )
+        for table, error in _each_table(conn, "VACUUM (VERBOSE) {}", tables):
+            name = table.as_string(conn)
+            report.warnings.append(
+                f"VACUUM of {what}, {name}: {error}: its old row versions may"
+                f" still hold erased text; run VACUUM {name} once that is over"
+            )
         if reindex:
             _reindex(conn, what, tables, report)
     skipped = [m for m in messages if "skipping" in m]
@@ -289,6 +284,22 @@ def _vacuum(
             " VACUUM on those tables once that transaction is over)"
         )
     report.done.append(f"{what}: {len(tables)} tables vacuumed")
+
+
+def _each_table(
+    conn: psycopg.Connection[tuple[object, ...]], statement: str, tables: list[sql.Composable]
+) -> list[tuple[sql.Composable, str]]:
+    """Run `statement` ({} the table) on each table; the tables it failed on, with why. A
+    table dropped meanwhile (a rebuild's swap) is passed over: its files went with it."""
+    failed = []
+    for table in tables:
+        try:
+            conn.execute(sql.SQL(statement).format(table))
+        except psycopg.errors.UndefinedTable:
+            continue
+        except psycopg.Error as exc:
+            failed.append((table, str(exc).strip()))
+    return failed
 
 
 def _drop_invalid_indexes(
@@ -325,14 +336,9 @@ def _reindex(
     hold text (mentions, words), so after an erasure they are written anew and the old
     files dropped. The log's indexes hold ids and digests only: they are left alone."""
     failed = []
-    for table in tables:
-        try:
-            conn.execute(sql.SQL("REINDEX TABLE CONCURRENTLY {}").format(table))
-        except psycopg.errors.UndefinedTable:
-            continue  # dropped meanwhile (a rebuild's swap): its files went with it
-        except psycopg.Error as exc:
-            failed.append(f"{table.as_string(conn)}: {str(exc).strip()}")
-            _drop_invalid_indexes(conn, table)
+    for table, error in _each_table(conn, "REINDEX TABLE CONCURRENTLY {}", tables):
+        failed.append(f"{table.as_string(conn)}: {error}")
+        _drop_invalid_indexes(conn, table)
     for line in failed:
         report.warnings.append(f"REINDEX of {what}, {line}: its old index may hold erased text")
     report.done.append(f"{what}: indexes of {len(tables) - len(failed)} tables rebuilt")
