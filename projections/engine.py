@@ -141,6 +141,8 @@ def follow_erasures(
     up to the checkpoint as the log holds them now, so the view equals a rebuild. About
     REFOLD_ENTITIES at a time, the position in the erasures' events kept between steps (an
     entity met again after it is folded again: harmless); returns whether some are left."""
+    if head == 0:  # no erasure has ever ended: no read of the views' state on each batch
+        return False
     state = erasure_state(views, projector.name, target)
     if state.upto is None:
         if head <= state.applied:
