@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from eventlog.migrations import migrate
@@ -14,6 +15,21 @@ BUSY_TIMEOUT_MS = 30_000  # other writers (CLI replay) keep transactions short; 
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
+def use_wal(conn: sqlite3.Connection, timeout_s: float = BUSY_TIMEOUT_MS / 1000) -> None:
+    """Put the database in WAL mode. Two connections doing it at once to a new file (a
+    serve's projectors starting together) get "database is locked" at once: SQLite does
+    not call the busy handler for it. So it is tried again until `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode: transactions are always explicit (BEGIN ... COMMIT)."""
     if readonly:
@@ -23,7 +39,7 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     if not readonly:
-        conn.execute("PRAGMA journal_mode = WAL")
+        use_wal(conn)
     conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
     # Acknowledged means durable: fsync the WAL on every commit.
     conn.execute("PRAGMA synchronous = FULL")

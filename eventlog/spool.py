@@ -24,6 +24,7 @@ from pathlib import Path
 import orjson
 
 from eventlog.append import Delivery, Outcome
+from eventlog.db import use_wal
 from eventlog.intake import read_body
 from eventlog.redaction import Scope, redact_body
 from eventlog.transactions import immediate
@@ -84,7 +85,7 @@ def open_spool_db(folder: Path | str) -> sqlite3.Connection:
     folder.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(folder / SPOOL_FILE, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode = WAL")
+    use_wal(conn)
     conn.execute("PRAGMA synchronous = FULL")  # answered 200 means on disk
     # A drained row is deleted: zero its bytes then, so that an erasure (notestore erase)
     # leaves no copy of a note's text in the spool's freed space.

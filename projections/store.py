@@ -11,6 +11,7 @@ from pathlib import Path
 from psycopg import sql as pgsql
 
 from eventlog import pg_conn
+from eventlog.db import use_wal
 from eventlog.dbapi import Connection
 from eventlog.pg_conn import PgConnection
 from eventlog.transactions import immediate
@@ -76,7 +77,7 @@ def open_views(data_dir: Path | str) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode = WAL")
+    use_wal(conn)
     # Views can be rebuilt from the log, but a checkpoint must never run ahead of its rows:
     # NORMAL keeps that (a lost tail loses both together) without an fsync per batch.
     conn.execute("PRAGMA synchronous = NORMAL")

@@ -279,3 +279,31 @@ async def test_a_failure_while_checking_whether_to_rebuild_is_retried_not_fatal(
         await wait_for(lambda: checkpoint(tmp_path, "notes") == 1, what="the view built anyway")
     finally:
         await runner.stop()
+
+
+def test_projectors_opening_a_new_views_db_at_once_all_get_it(tmp_path):  # type: ignore[no-untyped-def]
+    """serve's projectors start together and each opens views.db: on a new file, setting WAL
+    mode from several connections at once answered "database is locked" without waiting
+    (one projector then reported stuck until its retry). Every open must succeed."""
+    import threading
+
+    from projections.store import open_views
+
+    failures: list[str] = []
+    for attempt in range(100):
+        folder = tmp_path / str(attempt)
+        start = threading.Barrier(6)
+
+        def open_once(folder: Path, start: threading.Barrier) -> None:
+            start.wait()
+            try:
+                open_views(folder).close()
+            except sqlite3.Error as exc:
+                failures.append(repr(exc))
+
+        threads = [threading.Thread(target=open_once, args=(folder, start)) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
