@@ -52,35 +52,52 @@ def read_batch(log: Connection, after: int, limit: int) -> Batch:
 
 
 class SharedReads:
-    """The last batch read from the log, handed to every projector that asks for it next.
+    """The events read from the log lately, handed to every projector that asks for them.
 
-    The projectors of one process tail the log in step, and two of them fold note events:
-    sharing the batch reads and decodes each block once, not once per projector. The log
-    is append-only, so what it held after seq N never changes; the batch is extended from
-    the log when a projector asks for more than it holds. (An erasure changes blocks in
-    place, but only before its end is recorded: the batch keeps the erasure head read before
-    it, so a projector given it folds that erasure again later: see apply_pending.)
+    The projectors of one process tail the log a step apart (one writes at a time), and all
+    of them fold note events: sharing what was read decodes each block once, not once per
+    projector. So what is held is a window of the latest `window` events, extended in place
+    as projectors ask past its end, and read afresh only for a projector outside it. The log
+    is append-only, so what it held after seq N never changes; only an erasure changes blocks
+    in place, before its end is recorded. The window keeps the erasure head read before its
+    first events (a projector handed them folds any erasure ended since at a later step: see
+    apply_pending), and is read afresh once the head has moved: never extended past an
+    erasure's end with its old head.
     """
 
-    def __init__(self) -> None:
-        self.after = 0  # the batch is every event with after < seq <= events[-1].seq
+    def __init__(self, window: int = 2 * BATCH) -> None:
+        self.window = window
+        self.after = 0  # held: every event with after < seq <= events[-1].seq
         self.events: list[LogEvent] = []
-        self.head = 0  # the erasure head, read before the batch
+        self.head = 0  # the erasure head, read before the events held
 
     def read(self, log: Connection, after: int, limit: int) -> list[LogEvent]:
         return self.read_batch(log, after, limit)[1]
 
     def read_batch(self, log: Connection, after: int, limit: int) -> Batch:
-        if self.events and self.after <= after < self.events[-1].seq:
-            start = bisect.bisect_right(self.events, after, key=_seq)
-            found = self.events[start : start + limit]
-            if len(found) < limit:
-                found += read_from(log, found[-1].seq, limit - len(found))
-            return self.head, found
+        held = self.events
+        if held and self.after <= after <= held[-1].seq:
+            start = bisect.bisect_right(held, after, key=_seq)
+            found = held[start : start + limit]
+            if len(found) == limit:
+                return self.head, found
+            if erasure_head(log) == self.head:  # read on from the log, and keep it
+                more = read_from(log, held[-1].seq, limit - len(found))
+                self._extend(more)
+                return self.head, found + more
         head, found = read_batch(log, after, limit)
         if found:
-            self.after, self.events, self.head = after, found, head
+            self.after, self.events, self.head = after, list(found), head  # found is handed out
+            self._extend([])
         return head, found
+
+    def _extend(self, more: list[LogEvent]) -> None:
+        held = self.events
+        held.extend(more)
+        drop = len(held) - self.window
+        if drop > 0:
+            self.after = held[drop - 1].seq
+            del held[:drop]
 
 
 def _seq(event: LogEvent) -> int:

@@ -32,13 +32,15 @@ def test_shared_reads_give_exactly_what_the_log_gives(backends: kit.Backends) ->
     def check(steps: list[tuple[int, int, int]]) -> None:
         with backends.fresh() as storage:
             log = storage.log_reader()
-            shared = SharedReads()
+            shared, small = SharedReads(), SharedReads(window=5)  # small: its window slides
             try:
                 for appended, after, limit in steps:
                     if appended:
                         append_blocks(storage, [make_block() for _ in range(appended)])
                     after = min(after, head_seq(log))
-                    assert shared.read(log, after, limit) == read_from(log, after, limit)
+                    expected = read_from(log, after, limit)
+                    assert shared.read(log, after, limit) == expected
+                    assert small.read(log, after, limit) == expected
             finally:
                 log.close()
 
@@ -56,6 +58,30 @@ def test_projectors_at_the_same_position_share_one_decoded_batch(backend: Storag
     assert all(a is b for a, b in zip(first, second, strict=True))
     assert [e.seq for e in tail] == [5, 6, 7, 8, 9, 10]
     assert all(a is b for a, b in zip(first[4:], tail, strict=False))
+
+
+def test_projectors_a_step_apart_on_a_growing_log_decode_each_event_once(
+    backend: Storage,
+) -> None:
+    """As the runner's projectors do: each reads on from where it stands while the log grows;
+    every event is handed to all of them as one object (its block decoded once)."""
+    append_blocks(backend, [make_block() for _ in range(6)])
+    log = backend.log_reader()
+    shared = SharedReads()
+    handed: dict[int, set[int]] = {}
+    positions = {"notes": 0, "comments": 0, "mentions": 0}
+    try:
+        for _ in range(4):
+            for name, after in positions.items():
+                found = shared.read(log, after, 1000)
+                for event in found:
+                    handed.setdefault(event.seq, set()).add(id(event))
+                positions[name] = found[-1].seq if found else after
+                append_blocks(backend, [make_block() for _ in range(3)])
+    finally:
+        log.close()
+    assert sorted(handed) == list(range(1, max(handed) + 1))
+    assert all(len(objects) == 1 for objects in handed.values())
 
 
 def test_the_collector_is_paused_while_any_thread_folds_and_restored_after() -> None:
