@@ -54,8 +54,8 @@ def read_batch(log: Connection, after: int, limit: int) -> Batch:
 class SharedReads:
     """The events read from the log lately, handed to every projector that asks for them.
 
-    The projectors of one process tail the log a step apart (one writes at a time), and all
-    of them fold note events: sharing what was read decodes each block once, not once per
+    The projectors of one process tail the log a step apart (one writes at a time), each
+    reading every event: sharing what was read decodes each block once, not once per
     projector. So what is held is a window of the latest `window` events, extended in place
     as projectors ask past its end, and read afresh only for a projector outside it. The log
     is append-only, so what it held after seq N never changes; only an erasure changes blocks
@@ -88,7 +88,7 @@ class SharedReads:
         head, found = read_batch(log, after, limit)
         if found:
             self.after, self.events, self.head = after, list(found), head  # found is handed out
-            self._extend([])
+            self._extend([])  # (trims it to the window)
         return head, found
 
     def _extend(self, more: list[LogEvent]) -> None:
