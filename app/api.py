@@ -8,7 +8,6 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -43,8 +42,8 @@ class Reader:
     query never delays a webhook's answer. Each pool thread has connections of its own
     (reads never wait on the writers in WAL); no connection is used by two threads."""
 
-    def __init__(self, storage: Storage | Path, threads: int = QUERY_THREADS) -> None:
-        self.storage = storage if isinstance(storage, Storage) else Storage(storage)
+    def __init__(self, storage: Storage, threads: int = QUERY_THREADS) -> None:
+        self.storage = storage
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="query")
         self._local = threading.local()
         self._opened: list[tuple[Connection, Connection]] = []

@@ -15,7 +15,6 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 import structlog
@@ -58,8 +57,8 @@ def stop_projectors(child: multiprocessing.process.BaseProcess) -> None:
 class ProcessMonitor:
     """Runs the projector process and restarts it if it dies; answers readiness and errors."""
 
-    def __init__(self, storage: Storage | Path, projectors: list[Projector]) -> None:
-        self.storage = storage if isinstance(storage, Storage) else Storage(storage)
+    def __init__(self, storage: Storage, projectors: list[Projector]) -> None:
+        self.storage = storage
         self.projectors = projectors
         self.ready: set[str] = set()
         log = self.storage.log_reader()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from pathlib import Path
 
 import structlog
 
@@ -38,14 +37,13 @@ class Reconnect(Exception):
 class Runner:
     def __init__(
         self,
-        storage: Storage | Path,
+        storage: Storage,
         projectors: list[Projector],
         poll_interval: float = 0.5,
         retry_interval: float = 2.0,
         min_interval: float = 0.0,
     ) -> None:
-        # a bare folder: SQLite files there
-        self.storage = storage if isinstance(storage, Storage) else Storage(Path(storage))
+        self.storage = storage
         self.projectors = projectors
         self.poll_interval = poll_interval
         self.min_interval = min_interval

@@ -15,6 +15,7 @@ from eventlog.verify import verify_log
 from projections.notes import NotesProjector
 from projections.rebuild import RebuildSuperseded, rebuild_all, start_rebuild
 from projections.runner import Runner
+from projections.storage import Storage
 from projections.store import last_error, open_views, record_error
 from projections.values import to_epoch
 from tests.helpers import make_block, make_body, sample, signature, signed_post
@@ -25,7 +26,8 @@ OPS = {"Authorization": "Bearer ops-token"}
 
 def test_a_rebuild_superseded_by_another_stops_without_writing(tmp_path):
     append_blocks(
-        tmp_path, [make_block(note_id=f"n{i % 3}", action_time=1_600_000_000.0 + i) for i in range(30)]
+        tmp_path,
+        [make_block(note_id=f"n{i % 3}", action_time=1_600_000_000.0 + i) for i in range(30)],
     )
     views = Views(tmp_path, NotesProjector())
     views.build()
@@ -47,7 +49,7 @@ async def test_a_stored_error_from_an_earlier_process_is_cleared_once_the_projec
     append_blocks(tmp_path, [make_block()])
     views = open_views(tmp_path)
     record_error(views, "notes", 1, "m", "an old, since fixed failure")
-    runner = Runner(tmp_path, [NotesProjector()], poll_interval=0.02)
+    runner = Runner(Storage(tmp_path), [NotesProjector()], poll_interval=0.02)
     await runner.start()
     for _ in range(200):
         if runner.is_ready("notes") and last_error(views, "notes") is None:

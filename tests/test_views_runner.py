@@ -13,6 +13,7 @@ from projections.base import ProjectionFailed
 from projections.comments import CommentsProjector
 from projections.notes import NotesProjector
 from projections.runner import Runner
+from projections.storage import Storage
 from projections.store import last_error, live_row, open_views
 from tests.helpers import make_block, make_body, signed_post, wait_for
 from tests.views_kit import Views, append_blocks, fold_from_scratch
@@ -52,7 +53,7 @@ async def test_a_failing_projector_halts_at_its_event_and_resumes_once_fixed(tmp
     append_blocks(tmp_path, [make_block(note_id="n1"), make_block(note_id="n2")])
     poisoned = PoisonedNotes()
     runner = Runner(
-        tmp_path, [poisoned, CommentsProjector()], poll_interval=0.05, retry_interval=0.05
+        Storage(tmp_path), [poisoned, CommentsProjector()], poll_interval=0.05, retry_interval=0.05
     )
     await runner.start()
     try:
@@ -116,13 +117,13 @@ async def test_a_new_projector_version_or_a_deleted_views_db_is_rebuilt_on_start
         [make_block(note_id=f"n{i}", action_time=T0 + i) for i in range(30)],
         per_request=7,
     )
-    runner = Runner(tmp_path, [NotesProjector()], poll_interval=0.05)
+    runner = Runner(Storage(tmp_path), [NotesProjector()], poll_interval=0.05)
     await runner.start()
     await wait_for(lambda: runner.is_ready("notes"))
     await runner.stop()
     before = Views(tmp_path, NotesProjector()).dump()
 
-    runner = Runner(tmp_path, [NotesV2()], poll_interval=0.05)
+    runner = Runner(Storage(tmp_path), [NotesV2()], poll_interval=0.05)
     await runner.start()
     await wait_for(lambda: runner.is_ready("notes"))
     await runner.stop()
@@ -134,7 +135,7 @@ async def test_a_new_projector_version_or_a_deleted_views_db_is_rebuilt_on_start
 
     for leftover in tmp_path.glob("views.db*"):
         leftover.unlink()
-    runner = Runner(tmp_path, [NotesProjector()], poll_interval=0.05)
+    runner = Runner(Storage(tmp_path), [NotesProjector()], poll_interval=0.05)
     await runner.start()
     await wait_for(lambda: runner.is_ready("notes"))
     await runner.stop()
@@ -208,7 +209,7 @@ async def test_a_projector_process_dying_again_soon_is_restarted_after_a_pause(
 
     monkeypatch.setattr(views_monitor, "RESTART_CHECK_S", 0.05)
     open_log(tmp_path).close()
-    monitor = views_monitor.ProcessMonitor(tmp_path, all_projectors())
+    monitor = views_monitor.ProcessMonitor(Storage(tmp_path), all_projectors())
     policy = monitor._policy = Recorded()
     await monitor.start()
     try:
@@ -242,7 +243,7 @@ async def test_once_serve_is_stopping_a_projector_process_that_exits_is_not_rest
 
     monkeypatch.setattr(views_monitor, "RESTART_CHECK_S", 0.05)
     open_log(tmp_path).close()
-    monitor = views_monitor.ProcessMonitor(tmp_path, all_projectors())
+    monitor = views_monitor.ProcessMonitor(Storage(tmp_path), all_projectors())
     await monitor.start()
     try:
         child = monitor._child
@@ -273,7 +274,7 @@ async def test_a_failure_while_checking_whether_to_rebuild_is_retried_not_fatal(
         return real(views, projector)
 
     monkeypatch.setattr(runner_module, "needs_rebuild", flaky)
-    runner = Runner(tmp_path, [NotesProjector()], poll_interval=0.05, retry_interval=0.05)
+    runner = Runner(Storage(tmp_path), [NotesProjector()], poll_interval=0.05, retry_interval=0.05)
     await runner.start()
     try:
         await wait_for(lambda: checkpoint(tmp_path, "notes") == 1, what="the view built anyway")
