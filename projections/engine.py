@@ -42,6 +42,7 @@ def _no_hook(point: str) -> None:
 
 # The erasure head (eventlog.read.erasure_head), read before the events: an erasure that
 # ended before them has redacted them; one that ends later is folded in at the next step.
+# (SharedReads hands out events read earlier only while the head is still the same.)
 Batch = tuple[int, list[LogEvent]]
 Reader = Callable[[Connection, int, int], Batch]
 
@@ -57,12 +58,13 @@ class SharedReads:
     The projectors of one process tail the log a step apart (one writes at a time), each
     reading every event: sharing what was read decodes each block once, not once per
     projector. So what is held is a window of the latest `window` events, extended in place
-    as projectors ask past its end, and read afresh only for a projector outside it. The log
-    is append-only, so what it held after seq N never changes; only an erasure changes blocks
-    in place, before its end is recorded. The window keeps the erasure head read before its
-    first events (a projector handed them folds any erasure ended since at a later step: see
-    apply_pending), and is read afresh once the head has moved: never extended past an
-    erasure's end with its old head.
+    as projectors ask past its end; a projector behind it is read for on its own. The log
+    is append-only, so what it held after seq N never changes; only an erasure changes
+    blocks in place, before its end is recorded. So the erasure head is read first at every
+    ask, and the window is handed out only while the head is still the one read before its
+    first events; once the head has moved it is read afresh. (Comparing with the head at
+    the ask, not only when the window was read, matters: `notestore erase` may fold the
+    erasure into a view from another process, moving its checkpoint into the window.)
     """
 
     def __init__(self, window: int = 2 * BATCH) -> None:
@@ -75,29 +77,30 @@ class SharedReads:
         return self.read_batch(log, after, limit)[1]
 
     def read_batch(self, log: Connection, after: int, limit: int) -> Batch:
+        head = erasure_head(log)
         held = self.events
-        if held and self.after <= after <= held[-1].seq:
+        if head == self.head and held and self.after <= after <= held[-1].seq:
             start = bisect.bisect_right(held, after, key=_seq)
-            found = held[start : start + limit]
-            if len(found) == limit:
-                return self.head, found
-            if erasure_head(log) == self.head:  # read on from the log, and keep it
+            found = held[start : start + limit]  # a copy: what is handed out never changes
+            if len(found) < limit:  # read on from the log, and keep it
                 more = read_from(log, held[-1].seq, limit - len(found))
-                self._extend(more)
-                return self.head, found + more
-        head, found = read_batch(log, after, limit)
-        if found:
-            self.after, self.events, self.head = after, list(found), head  # found is handed out
-            self._extend([])  # (trims it to the window)
+                held.extend(more)
+                self._trim()
+                found += more
+            return head, found
+        found = read_from(log, after, limit)
+        # a projector behind the window is read for alone: the others still share it
+        if found and (head != self.head or not held or after > self.after):
+            self.after, self.events, self.head = after, list(found), head
+            self._trim()
         return head, found
 
-    def _extend(self, more: list[LogEvent]) -> None:
-        held = self.events
-        held.extend(more)
-        drop = len(held) - self.window
+    def _trim(self) -> None:
+        """Keep the latest `window` events."""
+        drop = len(self.events) - self.window
         if drop > 0:
-            self.after = held[drop - 1].seq
-            del held[:drop]
+            self.after = self.events[drop - 1].seq
+            self.events = self.events[drop:]
 
 
 def _seq(event: LogEvent) -> int:

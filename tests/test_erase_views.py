@@ -160,6 +160,62 @@ def test_an_erasure_that_ends_just_after_a_batch_was_read_is_folded_in_at_the_ne
         log.close()
 
 
+def _window_then_erasure(settings: Settings) -> tuple[Any, Any, SharedReads, Any]:
+    """Two other notes' events, then test_erase's note; a projector has read seq 1 to 4 into
+    a window of 4, the notes view has folded to seq 2 from it, and then the note is erased.
+    (log, views, the window, the notes projector)."""
+    filler = [make_body(make_block()) for _ in range(2)]
+    backend(settings).append_bodies([*filler, *note_bodies()])
+    settings.storage.prepare()
+    log, views = settings.storage.log_reader(), settings.storage.views()
+    shared = SharedReads(window=4)
+    notes, other = all_projectors()[0], all_projectors()[1]
+    for projector in (notes, other):
+        start_rebuild(views, projector)
+    step(other, views, log, REBUILD, limit=4, reader=shared.read_batch)
+    step(notes, views, log, REBUILD, limit=2, reader=shared.read_batch)
+    assert [e.seq for e in shared.events] == [1, 2, 3, 4]
+    run_erasure(settings, SCOPES["note"])
+    return log, views, shared, notes
+
+
+def test_events_held_from_before_an_erasure_ended_are_not_handed_out_after_it(
+    settings: Settings,
+) -> None:
+    """The window holds seq 3 and 4 as they were before the erasure; the notes view asks for
+    exactly those. It is read afresh (the head moved): nothing of the note stays."""
+    log, views, shared, notes = _window_then_erasure(settings)
+    try:
+        step(notes, views, log, REBUILD, limit=2, reader=shared.read_batch)
+        catch_up(notes, views, log, REBUILD)
+        got = dump_tables(views, notes, REBUILD.suffix)
+        assert MARK not in repr(got)
+        assert got == fold_from_scratch(settings.storage, notes)
+    finally:
+        views.close()
+        log.close()
+
+
+def test_a_view_another_process_moved_past_an_erasure_is_not_handed_the_old_window(
+    settings: Settings,
+) -> None:
+    """`notestore erase` folds the erasure into the notes view from its own process and takes
+    one step (seq 3); serve's next step would be seq 4 from its window, read before the
+    erasure ended. Handed with the window's old head, it would be folded unredacted and
+    never again (the view has followed that erasure already)."""
+    log, views, shared, notes = _window_then_erasure(settings)
+    try:
+        step(notes, views, log, REBUILD, limit=1)  # the other process: reads of its own
+        step(notes, views, log, REBUILD, limit=1, reader=shared.read_batch)
+        catch_up(notes, views, log, REBUILD)
+        got = dump_tables(views, notes, REBUILD.suffix)
+        assert MARK not in repr(got)
+        assert got == fold_from_scratch(settings.storage, notes)
+    finally:
+        views.close()
+        log.close()
+
+
 def test_an_erasure_that_never_ended_is_folded_in_by_the_next_one_that_does(
     settings: Settings,
 ) -> None:

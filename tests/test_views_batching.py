@@ -67,21 +67,39 @@ def test_projectors_a_step_apart_on_a_growing_log_decode_each_event_once(
     every event is handed to all of them as one object (its block decoded once)."""
     append_blocks(backend, [make_block() for _ in range(6)])
     log = backend.log_reader()
-    shared = SharedReads()
+    shared = SharedReads(window=20)
     handed: dict[int, set[int]] = {}
     positions = {"notes": 0, "comments": 0, "mentions": 0}
     try:
         for _ in range(4):
-            for name, after in positions.items():
-                found = shared.read(log, after, 1000)
+            # mentions asks twice: the second time at the window's very end
+            for name in ("notes", "comments", "mentions", "mentions"):
+                found = shared.read(log, positions[name], 1000)
                 for event in found:
                     handed.setdefault(event.seq, set()).add(id(event))
-                positions[name] = found[-1].seq if found else after
+                positions[name] = found[-1].seq if found else positions[name]
                 append_blocks(backend, [make_block() for _ in range(3)])
     finally:
         log.close()
     assert sorted(handed) == list(range(1, max(handed) + 1))
     assert all(len(objects) == 1 for objects in handed.values())
+
+
+def test_a_projector_behind_the_window_is_read_for_alone(backend: Storage) -> None:
+    """A window of 4 holds seq 7 to 10; a projector at 2 is given its own read, and the
+    window still serves the others, from its very first event."""
+    append_blocks(backend, [make_block() for _ in range(10)])
+    log = backend.log_reader()
+    shared = SharedReads(window=4)
+    try:
+        first = shared.read(log, 0, 10)
+        behind = shared.read(log, 2, 3)
+        again = shared.read(log, 6, 10)
+    finally:
+        log.close()
+    assert [e.seq for e in behind] == [3, 4, 5]
+    assert [e.seq for e in again] == [7, 8, 9, 10]
+    assert all(a is b for a, b in zip(first[6:], again, strict=True))
 
 
 def test_the_collector_is_paused_while_any_thread_folds_and_restored_after() -> None:
