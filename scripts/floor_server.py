@@ -58,7 +58,7 @@ class Committer:
         self.conn.execute(
             "CREATE TABLE IF NOT EXISTS events (message_id TEXT PRIMARY KEY, body BLOB)"
         )
-        self.loop = asyncio.get_event_loop()
+        self.loop = asyncio.get_running_loop()
         threading.Thread(target=self.run, daemon=True).start()
 
     def run(self) -> None:
@@ -69,18 +69,27 @@ class Committer:
                     batch.append(self.queue.get_nowait())
                 except queue.Empty:
                     break
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO events VALUES (?, ?)", [(m, b) for m, b, _ in batch]
-            )
-            self.conn.execute("COMMIT")
-            self.loop.call_soon_threadsafe(_answer, [f for _, _, f in batch])
+            error: Exception | None = None
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                self.conn.executemany(
+                    "INSERT OR IGNORE INTO events VALUES (?, ?)", [(m, b) for m, b, _ in batch]
+                )
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:  # answered 500: the benchmark reports non-200s
+                error = exc
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+            self.loop.call_soon_threadsafe(_answer, [f for _, _, f in batch], error)
 
 
-def _answer(futures: list[asyncio.Future[None]]) -> None:
+def _answer(futures: list[asyncio.Future[None]], error: Exception | None) -> None:
     for future in futures:
         if not future.done():
-            future.set_result(None)
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
 
 
 async def healthz(request: web.Request) -> web.Response:
