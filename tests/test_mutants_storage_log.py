@@ -6,21 +6,37 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg_pool import PoolTimeout
 
-from eventlog import pg_schema
+from eventlog import chain, pg_log, pg_schema
 from eventlog.append import Delivery
-from eventlog.intake import Intake
-from eventlog.pg_log import LOG_CHANNEL, PostgresLogStore
+from eventlog.canonical import compact_json
+from eventlog.db import open_log
+from eventlog.erase import record_erasure
+from eventlog.intake import Intake, Rejected
+from eventlog.pg_conn import PgConnection
+from eventlog.pg_log import APPEND_LOCK, LOG_CHANNEL, PostgresLogStore
+from eventlog.redaction import Scope, marker_erasure, redacted_text
 from eventlog.store import UNSTORABLE, SQLiteLogStore, _printable, storable_text, unstorable
+from eventlog.verify import verify_log
 from tests import pg
-from tests.helpers import APP_A
-from tests.test_log_contract import block, body_for, delivery, rows, unstorable_event
+from tests.helpers import APP_A, MERCHANT
+from tests.test_log_contract import (
+    NOW,
+    OTHER_MERCHANT,
+    block,
+    body_for,
+    delivery,
+    rows,
+    unstorable_event,
+)
 
 pg_server, pg_database, pg_url = pg.pg_server, pg.pg_database, pg.pg_url
 
@@ -233,3 +249,178 @@ def test_every_conflict_of_a_delivery_is_counted(store: Store) -> None:
     [outcome] = store.append([delivery(body_for(*changed))])
     assert outcome.as_answer() == {"accepted": 0, "duplicates": 0, "quarantined": 2}
     assert outcome.reasons == ["conflict", "conflict"]
+
+
+# --- what the spool and the health check ask of the log ----------------------------------
+
+
+def test_a_probe_commits_and_stores_nothing_of_the_log(store: Store) -> None:
+    store.append([delivery(body_for(block()))])
+    before = store.counts()
+    store.probe()
+    store.probe()
+    assert store.counts() == before
+    if isinstance(store, SQLiteLogStore):  # one heartbeat row, rewritten
+        [(key, at)] = rows(store, "SELECT id, at FROM heartbeat")
+        assert key == 1 and abs(at - time.time()) < 60
+
+
+def test_an_item_quarantined_on_its_own_names_no_request_and_is_kept_once(store: Store) -> None:
+    item = Rejected("unstorable", "the detail", '{"x": 1}', "body", "m-1")
+    store.quarantine(item, NOW)
+    store.quarantine(item, NOW + 1)
+    store.quarantine(Rejected("unstorable", "other", "[2]", "block"), NOW + 2)
+    assert rows(store, "SELECT content_hash, reason, detail, kind, message_id, payload,"
+                       " request_ref, received_at FROM quarantine ORDER BY id") == [
+        (item.content_hash, "unstorable", "the detail", "body", "m-1", '{"x": 1}', None, NOW),
+        (Rejected("", "", "[2]", "block").content_hash, "unstorable", "other", "block", None,
+         "[2]", None, NOW + 2),
+    ]  # fmt: skip
+    assert store.counts()["requests"] == 0 and store.counts()["quarantined"] == 2
+
+
+def key_of(d: Delivery) -> tuple[float, str, str]:
+    return (d.received_at, d.app_id, d.signature)
+
+
+def test_logged_finds_the_requests_the_log_holds_among_many_receipt_times(store: Store) -> None:
+    """SQLite asks 500 receipt times a query: the first request's time is the 501st."""
+    first = delivery(body_for(block()), at=NOW)
+    second = delivery(body_for(block()), at=NOW + 1000)
+    store.append([first, second])
+    earlier = [(NOW - 1 - i, APP_A, first.signature) for i in range(500)]
+    later = [(NOW + 1 + i, APP_A, second.signature) for i in range(600)]
+    others = [(NOW, APP_A, "another signature"), (NOW, "another app", first.signature)]
+    keys = [*earlier, key_of(first), *others, key_of(second), *later]
+    assert store.logged(keys) == {key_of(first), key_of(second)}
+    assert store.logged([key_of(second)]) == {key_of(second)}
+    assert store.logged(others) == set()
+    assert store.logged([]) == set()
+
+
+# --- appends under a tombstone (a note erased before they arrive) ----------------------
+
+
+def record_note_erasure(store: Store, note_id: str) -> None:
+    """The erasure of a note the log does not hold yet: its tombstone, nothing to redact."""
+    conn: Any = (
+        open_log(store.path.parent)
+        if isinstance(store, SQLiteLogStore)
+        else PgConnection.connect(store.url, write_lock=APPEND_LOCK)
+    )
+    try:
+        record_erasure(conn, Scope(merchant_id=MERCHANT, note_id=note_id), "a request", {})
+    finally:
+        conn.close()
+
+
+def comment_on(note_id: str, comment_id: str) -> dict[str, Any]:
+    detail = {"field_key": "object_id", "add": [note_id], "change": [], "remove": []}
+    return block("note_comment_create", comment_id=comment_id, event_detail=[detail])
+
+
+@pytest.mark.parametrize("batches", ["each alone", "together", "with an unstorable one"])
+def test_what_a_tombstone_covers_is_stored_redacted_and_recorded(
+    store: Store, batches: str
+) -> None:
+    """The note's event, a comment created on it (its id joins the tombstone, in the same
+    batch as its edit), the edits, a rejected block about the note: stored as markers of
+    the erasure, with erased_rows records; the other note, and the note's id under another
+    merchant, stored as received. The log verifies, listing the erased rows."""
+    record_note_erasure(store, "n-gone")
+    bad = {"data_event": {"note_id": "n-gone", "merchant_id": MERCHANT}}  # no message_id
+    a = delivery(body_for(block(note_id="n-gone"), block(note_id="n-kept"), bad))
+    b = delivery(body_for(comment_on("n-gone", "c-new")))
+    c = delivery(body_for(block("note_comment_update_data", comment_id="c-new")))
+    d = delivery(body_for(block("note_comment_update_data", comment_id="c-new")))
+    e = delivery(body_for(block("note_create", merchant=OTHER_MERCHANT,
+                                note_id="n-gone"), merchant=OTHER_MERCHANT))  # fmt: skip
+    [rejected] = a.intake.rejected
+    if batches == "each alone":
+        outcomes = [*store.append([a]), *store.append([b, c]), *store.append([d, e])]
+    elif batches == "together":
+        outcomes = store.append([a, b, c, d, e])
+    else:
+        # NUL in a request id: PostgreSQL refuses that delivery, and writes them one by one
+        nul = with_request_id(delivery(body_for(block())), "nul\x00id")
+        outcomes = store.append([a, b, c, d, e, nul])[:5]
+    assert [o.as_answer() for o in outcomes] == [
+        {"accepted": 2, "duplicates": 0, "quarantined": 1},
+        *[{"accepted": 1, "duplicates": 0, "quarantined": 0}] * 4,
+    ]
+    events = rows(store, "SELECT seq, entity_id, block FROM events ORDER BY seq")[:6]
+    assert [(seq, entity, marker_erasure(blk[:40])) for seq, entity, blk in events] == [
+        (1, "n-gone", 1), (2, "n-kept", None), (3, "c-new", 1), (4, "c-new", 1),
+        (5, "c-new", 1), (6, "n-gone", None),
+    ]  # fmt: skip
+    bodies = rows(store, "SELECT id, body FROM requests ORDER BY id")[:5]
+    assert [(i, marker_erasure(bytes(body))) for i, body in bodies] == [
+        (1, 1), (2, 1), (3, 1), (4, 1), (5, None),
+    ]  # fmt: skip
+    assert b"n-kept" in bytes(bodies[0][1])  # the other note's block kept as received
+    assert rows(store, "SELECT erasure_id, log_table, row_key FROM erased_rows"
+                       " ORDER BY log_table, row_key") == [
+        (1, "events", 1), (1, "events", 3), (1, "events", 4), (1, "events", 5),
+        (1, "requests", 1), (1, "requests", 2), (1, "requests", 3), (1, "requests", 4),
+    ]  # fmt: skip
+    # each record keeps the digest of what was received: the chain links that, not the marker
+    before = {
+        (table, key): digest
+        for table, key, digest in rows(
+            store, "SELECT log_table, row_key, original_digest FROM erased_rows"
+        )
+    }
+    assert before[("requests", 1)] == chain.digest(a.body)
+    assert before[("requests", 3)] == chain.digest(c.body)
+    assert before[("events", 1)] == a.intake.events[0].block_digest
+    assert sorted(rows(store, "SELECT erasure_id, merchant_id, entity_id FROM tombstones")) == [
+        (1, MERCHANT, "c-new"), (1, MERCHANT, "n-gone"),
+    ]  # fmt: skip
+    [(payload, ref)] = rows(store, "SELECT payload, request_ref FROM quarantine"
+                                   " WHERE reason = 'invalid_block'")  # fmt: skip
+    assert (payload, ref) == (redacted_text(1, "block", rejected.content_hash), 1)
+    reader: Any = (
+        sqlite3.connect(store.path)
+        if isinstance(store, SQLiteLogStore)
+        else PgConnection.connect(store.url, write_lock=0)
+    )
+    try:
+        report = verify_log(reader, lambda *_: None)
+    finally:
+        reader.close()
+    assert report.ok, (report.events.problems, report.requests.problems)
+    assert report.events.erased == {1: [1, 3, 4, 5]}
+    assert report.requests.erased == {1: [1, 2, 3, 4]}
+
+
+def test_an_item_quarantined_on_its_own_under_a_tombstone_is_stored_redacted(
+    store: Store,
+) -> None:
+    record_note_erasure(store, "n-gone")
+    covered = Rejected("invalid_block", "d", compact_json(block(note_id="n-gone")), "block", "m")
+    kept = Rejected("invalid_block", "d", compact_json(block(note_id="n-kept")), "block", "m")
+    store.quarantine(covered, NOW)
+    store.quarantine(kept, NOW)
+    assert rows(store, "SELECT payload, request_ref FROM quarantine ORDER BY id") == [
+        (redacted_text(1, "block", covered.content_hash), None),
+        (kept.payload, None),
+    ]
+
+
+def test_an_append_waits_for_a_pooled_connection_only_pool_wait_s(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL, the server unreachable or every connection busy: a quick failure (the
+    writer answers 503) rather than psycopg_pool's default 30 s wait."""
+    with psycopg.connect(pg_url, autocommit=True) as owner:
+        pg_schema.migrate(owner)
+    monkeypatch.setattr(pg_log, "POOL_WAIT_S", 0.3)
+    store = PostgresLogStore(pg_url, max_connections=1)
+    try:
+        with store.pool.connection():  # the only connection, busy
+            started = time.monotonic()
+            with pytest.raises(PoolTimeout):
+                store.append([delivery(body_for(block()))])
+            assert time.monotonic() - started < 5
+    finally:
+        store.close()

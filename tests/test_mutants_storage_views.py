@@ -12,8 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
-from eventlog import pg_schema
+from eventlog import pg_conn, pg_schema
 from eventlog.db import LOG_FILE
 from eventlog.pg_conn import PgConnection, translate
 from eventlog.pg_log import PostgresLogStore
@@ -26,13 +27,16 @@ from projections.store import (
     VIEWS_FILE,
     VIEWS_SCHEMA,
     VIEWS_WRITE_LOCK,
+    ErasureState,
     clear_error,
+    erasure_state,
     last_error,
     live_row,
     open_pg_views,
     open_views,
     position,
     record_error,
+    set_erasure_state,
     set_position,
 )
 from tests import pg
@@ -243,6 +247,20 @@ def bookkeeping_checks(conn: Any) -> None:
     assert last_error(conn, "notes") is None
     assert last_error(conn, "other") is not None
 
+    # how far each target has folded in the erasures' ends
+    assert erasure_state(conn, "notes", LIVE) == ErasureState()
+    set_erasure_state(conn, "notes", LIVE, ErasureState(3, 7, (2, 5)))
+    set_erasure_state(conn, "notes", REBUILD, ErasureState(1))
+    assert erasure_state(conn, "notes", LIVE) == ErasureState(3, 7, (2, 5))
+    assert erasure_state(conn, "notes", REBUILD) == ErasureState(1, None, (0, 0))
+    assert erasure_state(conn, "other", LIVE) == ErasureState()
+    set_erasure_state(conn, "notes", LIVE, ErasureState(7))  # the range done
+    assert erasure_state(conn, "notes", LIVE) == ErasureState(7, None, (0, 0))
+    conn.execute(
+        "INSERT INTO erasure_positions (positions, name, applied) VALUES ('projectors', 'x', 4)"
+    )
+    assert erasure_state(conn, "x", LIVE) == ErasureState(4, None, (0, 0))  # NULLs read as 0
+
 
 def test_bookkeeping_on_sqlite(tmp_path: Path) -> None:
     conn = open_views(tmp_path)
@@ -276,7 +294,10 @@ def test_open_pg_views_makes_its_schema_once_and_a_second_open_reuses_it(pg_url:
             (VIEWS_SCHEMA,),
         ).fetchall()
         assert [t[0] for t in tables] == [
-            "erasure_positions", "projector_errors", "projectors", "rebuilds"
+            "erasure_positions",
+            "projector_errors",
+            "projectors",
+            "rebuilds",
         ]
         assert conn.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'projectors'"
@@ -415,3 +436,34 @@ def test_pg_connection_search_path(pg_url: str) -> None:
         assert plain.execute("SELECT current_schema()").fetchone() == ("public",)
     finally:
         plain.close()
+
+
+def test_a_raw_connection_is_in_autocommit_and_leaves_no_transaction_open(pg_url: str) -> None:
+    """pg_conn.connect is also used bare (projections.process: the projector lease, LISTEN):
+    outside autocommit, its first statement would open a transaction that the server's
+    idle_in_transaction_session_timeout ends, and a LISTEN would wait for a COMMIT."""
+    conn = pg_conn.connect(pg_url)
+    try:
+        assert conn.autocommit
+        conn.execute("LISTEN mutants_probe")
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+        with psycopg.connect(pg_url, autocommit=True) as other:
+            other.execute("NOTIFY mutants_probe, 'hello'")
+        assert [n.payload for n in conn.notifies(timeout=2, stop_after=1)] == ["hello"]
+    finally:
+        conn.close()
+
+
+def test_the_views_file_can_be_used_from_another_thread(tmp_path: Path) -> None:
+    """The service hands the views' connection to worker threads (asyncio.to_thread)."""
+    conn = open_views(tmp_path)
+    found: list[Any] = []
+    try:
+        worker = threading.Thread(
+            target=lambda: found.append(conn.execute("SELECT count(*) FROM projectors").fetchone())
+        )
+        worker.start()
+        worker.join()
+        assert found == [(0,)]
+    finally:
+        conn.close()
