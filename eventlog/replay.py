@@ -53,8 +53,17 @@ def held_items(conn: Connection, ids: list[int] | None) -> list[Held]:
     return [i for i in items if i.id in set(ids)] if ids else items
 
 
-def _intake(conn: Connection, item: Held, merchants_of: MerchantsOf) -> tuple[Intake, str]:
-    """What validation makes of the item today, and the app it came in for.
+# A whole delivery the spool's drainer quarantined (`undrainable`) has no request in the log:
+# its app, signature and receipt were not kept, so it cannot be judged or carried again.
+NO_REQUEST = (
+    "no request in the log to judge it against or append it to (a delivery the spool could"
+    " not drain keeps only its body): resend the body to the receiver instead"
+)
+
+
+def _intake(conn: Connection, item: Held, merchants_of: MerchantsOf) -> tuple[Intake, str] | None:
+    """What validation makes of the item today, and the app it came in for; None when the
+    request it came in is not in the log.
 
     Judged as on arrival: against the time it was received and its envelope's merchant.
     """
@@ -62,12 +71,14 @@ def _intake(conn: Connection, item: Held, merchants_of: MerchantsOf) -> tuple[In
         "SELECT app_id, body, request_id, received_at FROM requests WHERE id = ?",
         (item.request_ref,),
     ).fetchone()
-    app_id, body, request_id, received_at = request or ("", b"", None, time.time())
+    if request is None:
+        return None
+    app_id, body, request_id, received_at = request
     allowed = merchants_of(app_id)
-    if item.kind == "body" and request is not None:
+    if item.kind == "body":
         return read_body(bytes(body), app_id, received_at, allowed), app_id
     try:
-        envelope = loads_strict(bytes(body)) if request is not None else None
+        envelope = loads_strict(bytes(body))
     except (ValueError, RecursionError):
         envelope = None
     context = Context(received_at, envelope_merchant(envelope), allowed)
@@ -83,13 +94,18 @@ def _intake(conn: Connection, item: Held, merchants_of: MerchantsOf) -> tuple[In
 def _replay_one(
     conn: Connection, batch: Batch, item: Held, at: float, merchants_of: MerchantsOf
 ) -> str:
-    intake, app_id = _intake(conn, item, merchants_of)
+    judged = _intake(conn, item, merchants_of)
+    if judged is None:
+        _record(conn, item, at, "still_failing", NO_REQUEST)
+        return "still_failing"
+    intake, app_id = judged
+    assert item.request_ref is not None  # its request was found
     outcome = Outcome()
     for rejected in intake.rejected:
         quarantine(conn, rejected, item.request_ref, at)  # type: ignore[arg-type]  # see above
     add_events(
         conn, batch, intake.events, app_id=app_id, request_id=intake.request_id,  # type: ignore[arg-type]
-        ref=item.request_ref or 0, at=at, outcome=outcome,
+        ref=item.request_ref, at=at, outcome=outcome,
     )  # fmt: skip
     reasons = [r.reason for r in intake.rejected] + outcome.reasons
     if outcome.accepted:
@@ -98,12 +114,16 @@ def _replay_one(
         result, detail = "duplicate", "already in the log"
     else:
         result, detail = "still_failing", ", ".join(sorted(set(reasons))) or "nothing to append"
+    _record(conn, item, at, result, detail)
+    return result
+
+
+def _record(conn: Connection, item: Held, at: float, result: str, detail: str) -> None:
     conn.execute(
         "INSERT INTO quarantine_replays (quarantine_id, replayed_at, outcome, detail)"
         " VALUES (?, ?, ?, ?)",
         (item.id, at, result, detail),
     )
-    return result
 
 
 def replay(

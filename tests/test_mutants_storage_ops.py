@@ -28,6 +28,7 @@ from eventlog.replay import Held, held_items, replay
 from tests import pg
 from tests.helpers import APP_A, APP_B, MERCHANT, make_block, make_body, secret_for, signature
 from tests.ops_kit import Backend, backend_for, held_deliveries, migrate, tamper
+from tests.test_mutants_storage_verify import run_verify
 
 pg_server, pg_database, pg_url = pg.pg_server, pg.pg_database, pg.pg_url
 
@@ -459,3 +460,31 @@ def test_verify_file_opens_the_copy_read_only(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.OperationalError):
         verify_file(tmp_path / "missing.db")
     assert not (tmp_path / "missing.db").exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps(make_body(make_block())),  # an ordinary delivery
+        json.dumps(make_block()),  # a body that is itself a valid block
+        "not json at all",
+    ],
+)
+def test_a_delivery_the_spool_quarantined_whole_is_never_replayed_half(
+    backend: Backend, body: str
+) -> None:
+    """The drainer quarantines a delivery the log refused (`undrainable`) with its body only,
+    no request: replay leaves it held, says why, and appends nothing; the log verifies."""
+    backend.append(held_deliveries(1)[1])  # an ordinary held block beside it (request 1)
+    store = backend.storage.log_store()
+    try:
+        store.quarantine(Rejected("undrainable", "refused 5 times", body, "body"), time.time())
+    finally:
+        store.close()
+    [item] = [i for i in held(backend) if i.reason == "undrainable"]
+    assert item.request_ref is None
+    assert do_replay(backend, [item.id]) == {"still_failing": 1}
+    assert replays(backend) == [(item.id, "still_failing", replay_module.NO_REQUEST)]
+    assert query(backend, "SELECT count(*) FROM events") == [(0,)]
+    assert item.id in [i.id for i in held(backend)]
+    assert run_verify(backend).ok
