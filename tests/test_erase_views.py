@@ -179,34 +179,29 @@ def _window_then_erasure(settings: Settings) -> tuple[Any, Any, SharedReads, Any
     return log, views, shared, notes
 
 
+@pytest.mark.parametrize(
+    "steps",
+    [
+        # the window holds seq 3 and 4 as they were before the erasure; the notes view asks
+        # for exactly those
+        [(2, "window")],
+        # `notestore erase` folds the erasure into the notes view from its own process and
+        # takes one step (seq 3); serve's next would be seq 4 from its window: handed with the
+        # window's old head, it would be folded unredacted and never again (the view has
+        # followed that erasure already)
+        [(1, "own reads"), (1, "window")],
+    ],
+    ids=["in-process", "another-process-moved-the-view"],
+)
 def test_events_held_from_before_an_erasure_ended_are_not_handed_out_after_it(
-    settings: Settings,
+    settings: Settings, steps: list[tuple[int, str]]
 ) -> None:
-    """The window holds seq 3 and 4 as they were before the erasure; the notes view asks for
-    exactly those. It is read afresh (the head moved): nothing of the note stays."""
+    """Read afresh once the erasure head has moved: nothing of the note stays."""
     log, views, shared, notes = _window_then_erasure(settings)
     try:
-        step(notes, views, log, REBUILD, limit=2, reader=shared.read_batch)
-        catch_up(notes, views, log, REBUILD)
-        got = dump_tables(views, notes, REBUILD.suffix)
-        assert MARK not in repr(got)
-        assert got == fold_from_scratch(settings.storage, notes)
-    finally:
-        views.close()
-        log.close()
-
-
-def test_a_view_another_process_moved_past_an_erasure_is_not_handed_the_old_window(
-    settings: Settings,
-) -> None:
-    """`notestore erase` folds the erasure into the notes view from its own process and takes
-    one step (seq 3); serve's next step would be seq 4 from its window, read before the
-    erasure ended. Handed with the window's old head, it would be folded unredacted and
-    never again (the view has followed that erasure already)."""
-    log, views, shared, notes = _window_then_erasure(settings)
-    try:
-        step(notes, views, log, REBUILD, limit=1)  # the other process: reads of its own
-        step(notes, views, log, REBUILD, limit=1, reader=shared.read_batch)
+        for limit, reads in steps:
+            reader = shared.read_batch if reads == "window" else engine.read_batch
+            step(notes, views, log, REBUILD, limit=limit, reader=reader)
         catch_up(notes, views, log, REBUILD)
         got = dump_tables(views, notes, REBUILD.suffix)
         assert MARK not in repr(got)
