@@ -54,7 +54,7 @@ def held_items(conn: Connection, ids: list[int] | None) -> list[Held]:
 
 
 # A whole delivery the spool's drainer quarantined (`undrainable`) has no request in the log:
-# its app, signature and receipt were not kept, so it cannot be judged or carried again.
+# its app and signature were not kept, so it cannot be judged or carried again.
 NO_REQUEST = (
     "no request in the log to judge it against or append it to (a delivery the spool could"
     " not drain keeps only its body): resend the body to the receiver instead"

@@ -69,7 +69,11 @@ def started(shape: str, folder: Path) -> Iterator[tuple[int, str]]:
     finally:
         if proc.poll() is None:
             proc.terminate()
-            proc.wait(timeout=20)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def thread_cpu(pid: int, tid: int) -> float:

@@ -46,8 +46,8 @@ def main() -> int:
                 cpu, wall, folded = time.thread_time(), time.perf_counter(), 0
                 while done := step(projector, views, log, limit=args.batch):
                     folded += done
-                cpu_us = (time.thread_time() - cpu) / folded * 1e6
-                wall_us = (time.perf_counter() - wall) / folded * 1e6
+                cpu_us = (time.thread_time() - cpu) / max(folded, 1) * 1e6
+                wall_us = (time.perf_counter() - wall) / max(folded, 1) * 1e6
                 print(f"  {projector.name:<10} {cpu_us:6.1f} µs CPU per event  "
                       f"(wall {wall_us:6.1f} µs)")  # fmt: skip
         finally:
