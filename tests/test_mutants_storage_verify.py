@@ -631,13 +631,20 @@ def test_a_marker_keeping_less_is_still_the_marker(backend: Backend) -> None:
     assert report.ok, report.events.problems
 
 
-def test_a_record_for_a_row_its_erasure_does_not_cover_is_caught(backend: Backend) -> None:
-    erased_note_log(backend)
-    forge_erased(backend, "events", 2, marker(1, erased_like(backend, 2)), erasure_id=1)
+def forged_out_of_scope(backend: Backend, seq: int) -> VerifyReport:
+    """Event `seq` forged as erased by erasure 1, whose scope does not cover it: verify's
+    report, which must name exactly that."""
+    forge_erased(backend, "events", seq, marker(1, erased_like(backend, seq)), erasure_id=1)
     report = run_verify(backend)
     assert report.events.problems == [
-        "events seq 2: erased by an erasure whose scope does not cover it"
+        f"events seq {seq}: erased by an erasure whose scope does not cover it"
     ]
+    return report
+
+
+def test_a_record_for_a_row_its_erasure_does_not_cover_is_caught(backend: Backend) -> None:
+    erased_note_log(backend)
+    report = forged_out_of_scope(backend, 2)
     assert report.events.erased == {1: [1, 2, 3]}
 
 
@@ -645,10 +652,7 @@ def test_a_stray_tombstone_row_of_another_merchant_widens_no_scope(backend: Back
     erased_note_log(backend)
     raw(backend, "INSERT INTO tombstones (erasure_id, merchant_id, entity_id) VALUES (?, ?, ?)",
         (1, OTHER_MERCHANT, OTHER_NOTE))  # fmt: skip
-    forge_erased(backend, "events", 2, marker(1, erased_like(backend, 2)), erasure_id=1)
-    assert run_verify(backend).events.problems == [
-        "events seq 2: erased by an erasure whose scope does not cover it"
-    ]
+    forged_out_of_scope(backend, 2)
 
 
 def test_a_tombstone_row_of_the_erasures_merchant_adds_a_comment_to_its_scope(
@@ -794,10 +798,7 @@ def test_an_older_than_erasure_verifies_and_covers_only_what_is_older(backend: B
     report = run_verify(backend)
     assert report.ok, (report.events.problems, report.requests.problems)
     assert report.events.erased == {1: [1]} and report.requests.erased == {1: [1]}
-    forge_erased(backend, "events", 2, marker(1, erased_like(backend, 2)), erasure_id=1)
-    assert run_verify(backend).events.problems == [
-        "events seq 2: erased by an erasure whose scope does not cover it"
-    ]
+    forged_out_of_scope(backend, 2)
 
 
 def test_a_tombstone_row_naming_no_entity_under_a_notes_erasure_covers_nothing_more(
@@ -809,7 +810,4 @@ def test_a_tombstone_row_naming_no_entity_under_a_notes_erasure_covers_nothing_m
     backend.append([delivery(make_body(make_block("note_comment_create", comment_id="c-9")))])
     raw(backend, "INSERT INTO tombstones (erasure_id, merchant_id, entity_id) VALUES (?, ?, ?)",
         (1, MERCHANT, None))  # fmt: skip
-    forge_erased(backend, "events", 4, marker(1, erased_like(backend, 4)), erasure_id=1)
-    assert run_verify(backend).events.problems == [
-        "events seq 4: erased by an erasure whose scope does not cover it"
-    ]
+    forged_out_of_scope(backend, 4)
