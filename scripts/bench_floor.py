@@ -67,13 +67,7 @@ def started(shape: str, folder: Path) -> Iterator[tuple[int, str]]:
         wait_http(f"{url}/healthz")
         yield proc.pid, url
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        shapes.stop(proc)
 
 
 def thread_cpu(pid: int, tid: int) -> float:

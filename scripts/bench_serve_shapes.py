@@ -81,7 +81,7 @@ def tree_cpu(root: int) -> dict[int, float]:
     return cpu
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -111,7 +111,7 @@ def started(shape: str, folder: Path) -> Iterator[tuple[int, str]]:
         wait_http(f"{url}/healthz")
         yield proc.pid, url
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def logged_events(data_dir: Path) -> tuple[int, int]:
